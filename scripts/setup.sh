@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs everything toolkit's tests and the local rehearsal need, on a fresh Debian machine:
+# OpenSSH and iproute2 (test hosts are network namespaces running sshd), a virtualenv with
+# toolkit itself, the real sglang-router and the real sglang.bench_serving (CPU torch).
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ]; then
+  missing=""
+  command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
+  command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+  command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing="$missing iptables"
+  if [ -n "$missing" ]; then
+    echo "setup: apt-get install$missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.toolkit-setup
+want=$(cat pyproject.toml requirements/*.txt 2>/dev/null | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  # torch first, pinned: 2.13.0 is the CPU build this machine kind keeps on disk; an
+  # unpinned torch (asked for by another package) would pull a multi-GB CUDA build.
+  .venv/bin/pip install -q torch==2.13.0
+  .venv/bin/pip install -q -e '.[test]'
+  if [ -f requirements/bench.txt ]; then
+    .venv/bin/pip install -q -r requirements/bench.txt
+  fi
+  # sglang itself without its GPU dependency tree: only the bench client is used here.
+  .venv/bin/pip install -q --no-deps sglang==0.5.23
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what is missing, lints, runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check toolkit tests bench
+.venv/bin/ruff format --check toolkit tests bench
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

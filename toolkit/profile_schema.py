@@ -1,0 +1,169 @@
+"""The profile schema: what a recipe may say, validated with precise errors.
+
+A profile is data: engine flags are a mapping `flag-name: value` (true for a bare switch,
+a list for several values, false/null to drop a flag inherited from a base). Topology
+flags (`--host`, `--port`, `--node-rank`, `--nnodes`, `--dist-init-addr`,
+`--disaggregation-mode`, `--disaggregation-bootstrap-port`, the model path) are not written
+as flags: the planner derives them per node from the fields below, so they can never
+disagree with the inventory.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Scalar = str | int | float | bool
+FlagValue = Scalar | list[Scalar] | None
+# Flags the planner owns; writing them in `args` would let a profile contradict the plan.
+PLANNED_FLAGS = frozenset(
+    {
+        "host",
+        "port",
+        "node-rank",
+        "nnodes",
+        "dist-init-addr",
+        "nccl-init-addr",
+        "disaggregation-mode",
+        "disaggregation-bootstrap-port",
+        "model-path",
+        "model",
+    }
+)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Meta(Strict):
+    """What the recipe is, for `toolkit profiles` and reports."""
+
+    title: str
+    model: str
+    hardware: str
+    cards: int = Field(ge=1)
+    mode: Literal["pd", "mixed"]
+    dataset: str
+    quantization: str | None = None
+    target_tpot_ms: float | None = None
+    seed: str
+    seed_section: str | None = None
+    corrections: list[str] = []
+
+
+class Tuning(Strict):
+    cpu_governor: str | None = None
+    sysctl: dict[str, Scalar] = {}
+
+
+class ServerRole(Strict):
+    """How one group of hosts (prefill, decode or mixed) is launched."""
+
+    nnodes: int = Field(1, ge=1)
+    instances: int = Field(1, ge=1)
+    # "node": the node's own address; a literal such as 0.0.0.0 or 127.0.0.1; null: omit.
+    host: str | None = "node"
+    port: int | None = Field(None, ge=1, le=65535)
+    dist_init_port: int | None = Field(None, ge=1, le=65535)
+    # Prefill only: instance k listens on bootstrap_port + k.
+    bootstrap_port: int | None = Field(None, ge=1, le=65535)
+    # "auto": pass --node-rank/--nnodes only when nnodes > 1; "always": also for 1 node.
+    rank_flags: Literal["auto", "always"] = "auto"
+    env: dict[str, Scalar] = {}
+    args: dict[str, FlagValue] = {}
+
+    @field_validator("args")
+    @classmethod
+    def _no_planned_flags(cls, args: dict[str, FlagValue]) -> dict[str, FlagValue]:
+        for flag in args:
+            if flag.startswith("-"):
+                raise ValueError(f"write flag names without dashes: {flag.lstrip('-')!r}")
+            if flag in PLANNED_FLAGS:
+                raise ValueError(
+                    f"--{flag} is planned per node from the inventory; set it through the "
+                    "role's host/port/nnodes/dist_init_port/bootstrap_port fields instead"
+                )
+        return args
+
+
+class Router(Strict):
+    host: str = "0.0.0.0"
+    port: int = Field(30000, ge=1, le=65535)
+    # The router's Prometheus listener; used for port checks, passed only if in args.
+    prometheus_port: int = Field(29000, ge=1, le=65535)
+    policy: str | None = None
+    args: dict[str, FlagValue] = {}
+
+
+class Bench(Strict):
+    backend: str = "sglang"
+    # Dataset and load shape, as bench_serving flags (without dashes).
+    args: dict[str, FlagValue] = {}
+    # "model_path": pass --tokenizer with the deployment's model path (the router has no
+    # /model_info, so bench_serving cannot discover it); null: do not pass it.
+    tokenizer: Literal["model_path"] | None = "model_path"
+
+
+class Slo(Strict):
+    metric: str
+    max: float
+
+
+class Rehearsal(Strict):
+    """Timing of the simulated engine used by `up --rehearse`."""
+
+    load_seconds: float = 2.0
+    tpot_ms: float | None = None  # default: 80% of the target TPOT, else 20 ms
+    tpot_slope_ms: float = 0.0
+    prefill_tokens_per_s: float = 20000.0
+    ttft_base_ms: float = 30.0
+
+
+class Profile(Strict):
+    name: str
+    meta: Meta
+    engine: Literal["sglang", "vllm"]
+    platform: Literal["ascend", "cuda"]
+    model_path: str | None = None
+    # The spelling of the model flag (recipes use --model-path or --model); vLLM takes the
+    # model as a positional argument after `serve`.
+    model_flag: str | None = "--model-path"
+    tuning: Tuning = Tuning()
+    unset_env: list[str] = []
+    source: list[str] = []
+    env: dict[str, Scalar] = {}
+    # Environment variables set to the node's network interface (from `nic`).
+    nic_env: list[str] = []
+    # Ascend PD: ASCEND_MF_STORE_URL=tcp://<first prefill leader>:<port> on every node.
+    mf_store_port: int | None = Field(None, ge=1, le=65535)
+    roles: dict[Literal["prefill", "decode", "mixed"], ServerRole]
+    router: Router | None = None
+    bench: Bench = Bench()
+    slo: list[Slo] = []
+    rehearsal: Rehearsal = Rehearsal()
+    readiness_timeout_s: float = Field(3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _roles_fit_mode(self) -> Profile:
+        roles = set(self.roles)
+        if self.meta.mode == "pd":
+            if roles != {"prefill", "decode"}:
+                raise ValueError("a pd profile has exactly the roles prefill and decode")
+            if self.router is None:
+                raise ValueError("a pd profile needs a router section")
+        elif roles != {"mixed"}:
+            raise ValueError("a mixed profile has exactly one role: mixed")
+        for name, role in self.roles.items():
+            if role.nnodes > 1 and role.dist_init_port is None:
+                raise ValueError(
+                    f"roles.{name}: nnodes {role.nnodes} needs dist_init_port "
+                    "(the rank-0 rendezvous port for --dist-init-addr)"
+                )
+            if name == "prefill" and role.bootstrap_port is None:
+                raise ValueError("roles.prefill needs bootstrap_port")
+        return self
+
+    def to_data(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
