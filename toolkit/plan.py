@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from toolkit.secrets import mask_env
+
 PLAN_SCHEMA = "toolkit.plan/v1"
 
 
@@ -141,17 +143,20 @@ class Plan:
     def nodes_on(self, host: str) -> list[NodePlan]:
         return [n for n in self.nodes if n.host == host]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, mask: bool = True) -> dict[str, Any]:
+        """The JSON contract; secret env values are masked unless `mask` is False."""
         data = asdict(self)
         data = {"schema": PLAN_SCHEMA, **data}
         for node, raw in zip(self.nodes, data["nodes"], strict=True):
             raw["name"] = node.name
             raw["is_leader"] = node.is_leader
+            if mask:
+                raw["env"] = mask_env(raw["env"])
         data["endpoint"]["url"] = self.endpoint.url
         return data
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+    def to_json(self, mask: bool = True) -> str:
+        return json.dumps(self.to_dict(mask=mask), indent=2)
 
 
 def url_host(address: str) -> str:

@@ -1,0 +1,60 @@
+"""The `toolkit` command: a thin click layer over the library.
+
+Each command lives in its own module, parses options, calls one library function and hands
+the result to a renderer. Expected errors (ToolkitError) print one line and exit 2;
+anything else is a bug: a short notice, and the traceback with --debug.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.console import Console
+
+from toolkit import __version__
+from toolkit.errors import ToolkitError
+
+err_console = Console(stderr=True)
+
+
+class ToolkitGroup(click.Group):
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except ToolkitError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            sys.exit(130)
+        except Exception:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            err_console.print(
+                "[bold red]internal error[/] (a bug in toolkit); rerun with --debug for the "
+                "traceback"
+            )
+            sys.exit(1)
+
+
+@click.group(cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+@click.version_option(__version__, prog_name="toolkit")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Stand up, benchmark and tear down LLM serving clusters on bare metal."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _register() -> None:
+    from toolkit.cli import plan_cmd, profiles_cmd
+
+    for module in (profiles_cmd, plan_cmd):
+        main.add_command(module.command)
+
+
+_register()

@@ -1,0 +1,127 @@
+"""Launch scripts rendered from the plan (Jinja2 templates in `roles/*/templates/`).
+
+The same templates serve `toolkit plan --format sh` (scripts a user can read, diff and run
+by hand) and the executor (which uploads them). Every value goes through `shlex.quote`.
+Secret env values are inlined only when the caller asks (the executor's owner-only
+scripts); otherwise the script reads them from the environment it runs in.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from toolkit.plan import NodePlan, Plan, ProcessPlan, Tuning
+from toolkit.resources import data_dir
+from toolkit.secrets import is_secret
+
+TEMPLATES = {
+    "sglang": "sglang_server/templates/launch.sh.j2",
+    "vllm": "vllm_server/templates/launch.sh.j2",
+    "router": "router/templates/router.sh.j2",
+    "bench": "bench/templates/bench.sh.j2",
+}
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(data_dir("roles"))),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["q"] = lambda value: shlex.quote(str(value))
+    env.filters["shjoin"] = lambda argv: shlex.join(str(a) for a in argv)
+    return env
+
+
+_ENV = _environment()
+
+
+@dataclass(frozen=True)
+class ScriptOptions:
+    include_tuning: bool = True
+    inline_secrets: bool = False
+    run_id: str | None = None
+    # Extra variables exported before the process starts (e.g. the run id).
+    extra_env: tuple[tuple[str, str], ...] = ()
+    # Replace the argv (the rehearsal engine stands in for the model server).
+    argv: tuple[str, ...] | None = None
+
+
+def node_script(plan: Plan, node: NodePlan, options: ScriptOptions = ScriptOptions()) -> str:
+    title = (
+        f"{node.name}: {node.role} instance {node.instance}, rank {node.node_rank} of "
+        f"{node.nnodes}, on {node.host} ({node.address})"
+    )
+    return _render(
+        TEMPLATES[plan.engine],
+        plan,
+        title=title,
+        address=node.address,
+        tuning=node.tuning if options.include_tuning else None,
+        unset_env=node.unset_env,
+        source=node.source,
+        nic_env=node.nic_env,
+        env=node.env,
+        argv=node.argv,
+        options=options,
+    )
+
+
+def process_script(
+    plan: Plan, kind: str, proc: ProcessPlan, options: ScriptOptions = ScriptOptions()
+) -> str:
+    return _render(
+        TEMPLATES[kind],
+        plan,
+        title=f"{kind} on {proc.host} ({proc.address})",
+        address=proc.address,
+        tuning=None,
+        unset_env=[],
+        source=[],
+        nic_env=[],
+        env=proc.env,
+        argv=proc.argv,
+        options=options,
+    )
+
+
+def _render(template: str, plan: Plan, *, env: dict[str, str], argv: list[str], **kw) -> str:
+    options: ScriptOptions = kw.pop("options")
+    all_env = {**env, **dict(options.extra_env)}
+    secrets = [] if options.inline_secrets else [k for k in all_env if is_secret(k)]
+    tuning: Tuning | None = kw.pop("tuning")
+    return _ENV.get_template(template).render(
+        profile=plan.profile,
+        run_id=options.run_id,
+        tuning=tuning,
+        env=all_env,
+        secret_names=secrets,
+        argv=list(options.argv) if options.argv is not None else argv,
+        **kw,
+    )
+
+
+def script_name(node: NodePlan) -> str:
+    return f"{node.name}-{node.host}.sh".replace("/", "_").replace(":", "_")
+
+
+def write_scripts(plan: Plan, out_dir: Path) -> list[Path]:
+    """`toolkit plan --format sh --out DIR`: one script per node, plus router and bench."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[tuple[Path, str]] = [
+        (out_dir / script_name(node), node_script(plan, node)) for node in plan.nodes
+    ]
+    if plan.router is not None:
+        written.append((out_dir / "router.sh", process_script(plan, "router", plan.router)))
+    written.append((out_dir / "bench.sh", process_script(plan, "bench", plan.bench)))
+    for path, text in written:
+        path.write_text(text)
+        path.chmod(0o755)
+    return [p for p, _ in written]
