@@ -183,21 +183,34 @@ def _explain(exc: ValidationError, name: str, chain: list[Located], overrides: l
 
 
 def _hint(loc: tuple[Any, ...], exc: ValidationError) -> str:
-    model: Any = Profile
-    for part in loc[:-1]:
-        fields = getattr(model, "model_fields", None)
-        if not fields or part not in fields:
-            return ""
-        annotation = fields[part].annotation
+    """Suggest the closest field name of the model that rejected the key."""
+    model = _model_at(loc[:-1])
+    fields = list(getattr(model, "model_fields", {}))
+    close = get_close_matches(str(loc[-1]), fields, n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f"; allowed: {', '.join(fields)}" if fields else ""
+
+
+def _model_at(path: tuple[Any, ...]) -> Any:
+    """The pydantic model found by walking field names (and dict keys) from Profile."""
+    annotation: Any = Profile
+    for part in path:
         model = _model_in(annotation)
-    fields = getattr(model, "model_fields", {})
-    close = get_close_matches(str(loc[-1]), list(fields), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else f"; allowed: {', '.join(fields)}"
+        if model is not None and part in model.model_fields:
+            annotation = model.model_fields[part].annotation
+        elif getattr(annotation, "__origin__", None) is dict:
+            annotation = annotation.__args__[1]  # part is a mapping key
+        else:
+            return None
+    return _model_in(annotation)
 
 
 def _model_in(annotation: Any) -> Any:
     if hasattr(annotation, "model_fields"):
         return annotation
+    if getattr(annotation, "__origin__", None) is dict:
+        return None
     for arg in getattr(annotation, "__args__", ()):
         found = _model_in(arg)
         if found is not None:

@@ -27,14 +27,15 @@ class Located:
     root: yaml.Node | None
 
     def line(self, keys: KeyPath) -> int | None:
-        """1-based line of the deepest node reachable along `keys`."""
+        """1-based line of the deepest key reachable along `keys`."""
         node = self.root
         best = node.start_mark.line + 1 if node is not None else None
         for key in keys:
-            node = _child(node, key)
-            if node is None:
+            found = _child(node, key)
+            if found is None:
                 break
-            best = node.start_mark.line + 1
+            key_node, node = found
+            best = key_node.start_mark.line + 1
         return best
 
     def where(self, keys: KeyPath) -> str:
@@ -43,14 +44,14 @@ class Located:
         return f"{self.path}:{line}" if line else self.path
 
 
-def _child(node: yaml.Node | None, key: str | int) -> yaml.Node | None:
+def _child(node: yaml.Node | None, key: str | int) -> tuple[yaml.Node, yaml.Node] | None:
+    """(the node naming `key`, the value node) inside a mapping or sequence."""
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if key_node.value == str(key):
-                # Point at the key itself for scalars, at the block for collections.
-                return key_node if isinstance(value_node, yaml.ScalarNode) else value_node
+                return key_node, value_node
     if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-        return node.value[key]
+        return node.value[key], node.value[key]
     return None
 
 
