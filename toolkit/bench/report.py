@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolkit.bench.results import (
     BenchResult,
@@ -25,8 +26,11 @@ from toolkit.bench.results import (
     metric_label,
     metric_unit,
 )
-from toolkit.bench.sweep import Sweep, SweepRow
+from toolkit.bench.sweep import Sweep, SweepRow, format_value
 from toolkit.bench.verdict import SLO, Status, Verdict, evaluate
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 STATUS_COLORS = {Status.PASS: "#2e7d32", Status.FAIL: "#c62828", Status.INVALID: "#ef8f00"}
 _DEFAULT_LATENCIES = ("median_ttft_ms", "median_tpot_ms")
@@ -34,7 +38,10 @@ _SERIES_COLORS = ("#ef6c00", "#6a1b9a", "#00838f", "#5d4037", "#ad1457")
 SWEEP_COLUMNS = ("Completed", "Output tok/s", "TTFT p50 (ms)", "TPOT p50 (ms)", "ITL p99 (ms)")
 
 
-def _plotted(sweep: Sweep) -> list[tuple[float, BenchResult, Status]]:
+_Plotted = tuple[float, BenchResult, Status]
+
+
+def _plotted(sweep: Sweep) -> list[_Plotted]:
     """Points that can go on a log axis: a run exists and the value is finite."""
     return [
         (p.value, p.result, p.verdict.status)
@@ -46,53 +53,67 @@ def _plotted(sweep: Sweep) -> list[tuple[float, BenchResult, Status]]:
 def plot_sweep(sweep: Sweep, path: str | Path, profile: str = "") -> Path:
     """Write a two-panel PNG: output throughput, then latencies (log scale) with SLO bounds,
     both against the swept value on a log2 axis; the saturation point is starred."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FixedLocator, NullLocator
+    # A bare Figure renders with Agg and touches no pyplot global state or GUI backend.
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     points = _plotted(sweep)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 8), dpi=120, sharex=True)
-    try:
-        _throughput_panel(top, sweep, points)
-        _latency_panel(bottom, sweep, points)
-        xs = [x for x, _, _ in points]
-        if xs:
-            bottom.set_xscale("log", base=2)
-            bottom.xaxis.set_major_locator(FixedLocator(xs))
-            bottom.xaxis.set_minor_locator(NullLocator())
-            bottom.set_xticklabels([format_number(x, 2).replace(",", "") for x in xs])
-        bottom.set_xlabel(sweep.spec.variable.replace("_", " "))
-        _mark_saturation(top, bottom, sweep)
-        title = f"{profile}: {sweep.spec.variable} sweep" if profile else f"{sweep.spec} sweep"
-        slos = ", ".join(s.describe() for s in sweep.slos) or "no SLO"
-        fig.suptitle(f"{title}\nSLO: {slos}", fontsize=12)
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format="png")
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(9, 8), dpi=120)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    _throughput_panel(top, sweep, points)
+    _latency_panel(bottom, sweep, points)
+    xs = [x for x, _, _ in points]
+    if xs:
+        bottom.set_xscale("log", base=2)
+        bottom.xaxis.set_major_locator(FixedLocator(xs))
+        bottom.xaxis.set_minor_locator(NullLocator())
+        bottom.set_xticklabels([format_value(x) for x in xs])
+    bottom.set_xlabel(sweep.spec.variable.replace("_", " "))
+    plain = FuncFormatter(lambda y, _pos: format_number(y, 0))
+    top.yaxis.set_major_formatter(plain)
+    bottom.yaxis.set_major_formatter(plain)
+    _mark_saturation(top, bottom, sweep)
+    skipped = [sweep.spec.label(p.value) for p in sweep.points if not math.isfinite(p.value)]
+    if skipped:
+        note = f"not on the log axis: {', '.join(skipped)} (see the table)"
+        bottom.text(0.99, 0.02, note, transform=bottom.transAxes, ha="right", fontsize=8)
+    title = f"{profile}: {sweep.spec.variable} sweep" if profile else f"{sweep.spec} sweep"
+    slos = ", ".join(s.describe() for s in sweep.slos) or "no SLO"
+    fig.suptitle(f"{title}\nSLO: {slos}", fontsize=12)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
     return path
 
 
-def _throughput_panel(ax, sweep: Sweep, points: list) -> None:  # noqa: ANN001
+def _throughput_panel(ax: Axes, sweep: Sweep, points: list[_Plotted]) -> None:
     xs = [x for x, _, _ in points]
     ys = [r.output_throughput for _, r, _ in points]
     ax.plot(xs, ys, color="#1565c0", linewidth=2, label="output throughput", zorder=2)
     for status in Status:
         sel = [(x, r.output_throughput) for x, r, s in points if s is status]
         if sel:
-            ax.scatter(*zip(*sel, strict=True), color=STATUS_COLORS[status], s=45, zorder=3,
-                       label=status.value, marker="o" if status is not Status.INVALID else "X")  # fmt: skip
+            ax.scatter(
+                *zip(*sel, strict=True),
+                color=STATUS_COLORS[status],
+                s=45,
+                zorder=3,
+                label=status.value,
+                marker="o" if status is not Status.INVALID else "X",
+            )
     for slo in sweep.slos:
         if metric_unit(slo.metric) == "tok/s":
-            ax.axhline(slo.bound, color="#1565c0", linestyle="--", linewidth=1.2,
-                       label=f"SLO: {slo.describe()}")  # fmt: skip
+            ax.axhline(
+                slo.bound,
+                color="#1565c0",
+                linestyle="--",
+                linewidth=1.2,
+                label=f"SLO: {slo.describe()}",
+            )
     ax.set_ylabel("output throughput (tok/s)")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper left", fontsize=9)
+    _legend(ax)
 
 
 def _latency_metrics(sweep: Sweep) -> list[str]:
@@ -103,35 +124,65 @@ def _latency_metrics(sweep: Sweep) -> list[str]:
     return metrics
 
 
-def _latency_panel(ax, sweep: Sweep, points: list) -> None:  # noqa: ANN001
+def _latency_panel(ax: Axes, sweep: Sweep, points: list[_Plotted]) -> None:
     for metric, color in zip(_latency_metrics(sweep), _SERIES_COLORS, strict=False):
         sel = [(x, r.metric(metric)) for x, r, _ in points if r.metric(metric)]
         if sel:
-            ax.plot(*zip(*sel, strict=True), marker="o", markersize=4, color=color,
-                    linewidth=1.8, label=metric_label(metric))  # fmt: skip
+            ax.plot(
+                *zip(*sel, strict=True),
+                marker="o",
+                markersize=4,
+                color=color,
+                linewidth=1.8,
+                label=metric_label(metric),
+            )
         for slo in (s for s in sweep.slos if s.metric == metric):
-            ax.axhline(slo.bound, color=color, linestyle="--", linewidth=1.2,
-                       label=f"SLO: {slo.describe()}")  # fmt: skip
+            ax.axhline(
+                slo.bound,
+                color=color,
+                linestyle="--",
+                linewidth=1.2,
+                label=f"SLO: {slo.describe()}",
+            )
     ax.set_yscale("log")
     ax.set_ylabel("latency (ms, log scale)")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper left", fontsize=9)
+    _legend(ax)
 
 
-def _mark_saturation(top, bottom, sweep: Sweep) -> None:  # noqa: ANN001
+def _mark_saturation(top: Axes, bottom: Axes, sweep: Sweep) -> None:
     best = sweep.saturation
     if best is None or best.result is None or not math.isfinite(best.value):
         top.set_title("no saturation point: no run passes the SLO", fontsize=10, color="#c62828")
         return
     rate = best.result.output_throughput
-    top.scatter([best.value], [rate], marker="*", s=320, color="#f9a825", edgecolor="black",
-                zorder=4, label="saturation point")  # fmt: skip
+    top.scatter(
+        [best.value],
+        [rate],
+        marker="*",
+        s=320,
+        color="#f9a825",
+        edgecolor="black",
+        zorder=4,
+        label="saturation point",
+    )
     for ax in (top, bottom):
         ax.axvline(best.value, color="#f9a825", linestyle=":", linewidth=1.5, zorder=1)
-    top.annotate(f"saturation: {sweep.spec.label(best.value)}\n{format_metric(rate, 'output_throughput')}",
-                 xy=(best.value, rate), xytext=(12, -34), textcoords="offset points",
-                 fontsize=9, bbox={"boxstyle": "round", "fc": "white", "alpha": 0.85})  # fmt: skip
-    top.legend(loc="upper left", fontsize=9)
+    text = f"saturation: {sweep.spec.label(best.value)}\n{format_metric(rate, 'output_throughput')}"
+    top.annotate(
+        text,
+        xy=(best.value, rate),
+        xytext=(12, -34),
+        textcoords="offset points",
+        fontsize=9,
+        bbox={"boxstyle": "round", "fc": "white", "alpha": 0.85},
+    )
+    _legend(top)
+
+
+def _legend(ax: Axes) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", fontsize=9)
 
 
 @dataclass(frozen=True)
@@ -146,8 +197,8 @@ def _row_cells(row: SweepRow) -> list[str]:
         row.completed,
         format_number(row.output_throughput, 0),
         format_number(row.median_ttft_ms),
-        format_number(row.median_tpot_ms, 2),
-        format_number(row.p99_itl_ms, 2),
+        format_number(row.median_tpot_ms, 2, strip=False),
+        format_number(row.p99_itl_ms, 2, strip=False),
     ]
 
 
@@ -179,7 +230,7 @@ def _markdown(sweep: Sweep, facts: list[tuple[str, str]], png: str | None) -> st
     lines += ["## Sweep", "", f"| {name} | {' | '.join(SWEEP_COLUMNS)} | Verdict |"]
     lines.append("|" + "---:|" * (len(SWEEP_COLUMNS) + 1) + "---|")
     for row in sweep.rows():
-        cells = [format_number(row.value, 2), *_row_cells(row), row.status.value]
+        cells = [format_value(row.value), *_row_cells(row), row.status.value]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Verdicts", ""]
     for point in sweep.points:
@@ -215,7 +266,7 @@ def _html(sweep: Sweep, facts: list[tuple[str, str]], png_bytes: bytes | None) -
         cells = "".join(f'<td class="n">{esc(c)}</td>' for c in _row_cells(row))
         status = row.status.value
         out.append(
-            f'<tr><td class="n">{esc(format_number(row.value, 2))}</td>{cells}'
+            f'<tr><td class="n">{esc(format_value(row.value))}</td>{cells}'
             f'<td class="{status}" title="{esc(row.reason)}">{status}</td></tr>'
         )
     out.append("</table><h2>Verdicts</h2><ul>")
@@ -256,9 +307,13 @@ COMPARE_METRICS = (
     "request_throughput",
     "output_throughput",
     "total_throughput",
-    *(f"{s}_{lat}_ms" for lat in ("ttft", "tpot", "itl", "e2e_latency") for s in ("mean", "median", "p99")),
+    *(
+        f"{s}_{lat}_ms"
+        for lat in ("ttft", "tpot", "itl", "e2e_latency")
+        for s in ("mean", "median", "p99")
+    ),
     "accept_length",
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)

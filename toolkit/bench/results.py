@@ -83,8 +83,9 @@ def lower_is_better(metric: str) -> bool:
     return metric.endswith("_ms") or metric == "duration"
 
 
-def format_number(value: float | None, digits: int = 1) -> str:
-    """Format for people: thousands separators, trailing zeros dropped, "-" for missing.
+def format_number(value: float | None, digits: int = 1, strip: bool = True) -> str:
+    """Format for people: thousands separators, trailing zeros dropped (unless `strip` is
+    False, for table columns), "-" for missing.
 
     >>> format_number(41.2), format_number(50.0), format_number(175241.3), format_number(None)
     ('41.2', '50', '175,241', '-')
@@ -96,7 +97,7 @@ def format_number(value: float | None, digits: int = 1) -> str:
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     text = f"{value:,.{digits}f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    return text.rstrip("0").rstrip(".") if strip and "." in text else text
 
 
 def format_metric(value: float | None, metric: str) -> str:

@@ -13,7 +13,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from toolkit.bench.results import BenchError, BenchResult, format_metric, format_number
+from toolkit.bench.results import (
+    BenchError,
+    BenchResult,
+    format_metric,
+    format_number,
+    metric_label,
+)
 from toolkit.bench.verdict import SLO, Status, Verdict, evaluate
 
 # Swept variable -> bench_serving flag; aliases people type.
@@ -34,6 +40,11 @@ def _parse_value(variable: str, text: str) -> float:
     if not value > 0:  # also rejects nan
         raise BenchError(f"sweep {variable}: values must be positive, got {text!r}")
     return value
+
+
+def format_value(value: float) -> str:
+    """A swept value without thousands separators: 1024, 0.5, inf."""
+    return format_number(value, 3).replace(",", "")
 
 
 @dataclass(frozen=True)
@@ -72,10 +83,10 @@ class SweepSpec:
 
     def label(self, value: float) -> str:
         """ "c=128" or "rate=4" """
-        return f"{_SHORT[self.variable]}={format_number(value, 3).replace(',', '')}"
+        return f"{_SHORT[self.variable]}={format_value(value)}"
 
     def __str__(self) -> str:
-        shown = ",".join(format_number(v, 3).replace(",", "") for v in self.values)
+        shown = ",".join(format_value(v) for v in self.values)
         return f"{self.variable}={shown}"
 
 
@@ -120,13 +131,16 @@ class Sweep:
     def saturation_text(self) -> str:
         """The answer in one sentence, including why there is none."""
         best = self.saturation
-        slos = ", ".join(str(s) for s in self.slos)
+        slos = " and ".join(s.describe() for s in self.slos)
         if best is None or best.result is None:
             why = f"no point passes the SLO ({slos})" if slos else "no point produced a valid run"
             return f"No saturation point: {why}."
         rate = format_metric(best.result.output_throughput, "output_throughput")
-        among = f"passing {slos}" if slos else "among valid runs (no SLO given)"
-        return f"Saturation point: {self.spec.label(best.value)}, {rate}, the highest {among}."
+        among = f"runs that meet {slos}" if slos else "valid runs (no SLO given)"
+        return (
+            f"Saturation point: {self.spec.label(best.value)} ({rate}), the highest output "
+            f"throughput among {among}."
+        )
 
 
 def _row(point: SweepPoint) -> SweepRow:
@@ -134,7 +148,11 @@ def _row(point: SweepPoint) -> SweepRow:
     if result is None:
         return SweepRow(point.value, "-", None, None, None, None, point.verdict.status, "no run")
     done = f"{result.completed:,}" + (f"/{result.requested:,}" if result.requested else "")
-    reason = point.verdict.summary.partition(": ")[2]
+    tight = point.verdict.tightest
+    if point.verdict.status is Status.INVALID or tight is None:
+        reason = "; ".join(point.verdict.reasons)
+    else:
+        reason = f"{metric_label(tight.slo.metric)}: {tight.margin_text()}"
     return SweepRow(
         point.value,
         done,

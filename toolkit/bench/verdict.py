@@ -116,7 +116,7 @@ class SLO:
         return f"{metric_label(self.metric)} {_PRETTY[self.op]} {bound}"
 
     def __str__(self) -> str:
-        return f"{self.metric}{self.op}{format_number(self.bound, 3).replace(',', '')}"
+        return f"{self.metric}{self.op}{self.bound:.15g}"
 
 
 def parse_slos(items: Iterable[str | Mapping[str, Any] | Any]) -> tuple[SLO, ...]:
@@ -156,21 +156,22 @@ class SLOCheck:
     def margin_pct(self) -> float | None:
         return None if self.slo.bound == 0 else 100.0 * self.margin / abs(self.slo.bound)
 
+    def margin_text(self) -> str:
+        """ "8.8 ms (17.6%) headroom" or "2.9 ms (5.9%) over" """
+        unit = metric_unit(self.slo.metric)
+        amount = format_number(abs(self.margin)) + (f" {unit}" if unit else "")
+        if self.margin_pct is not None:
+            amount += f" ({format_number(abs(self.margin_pct))}%)"
+        word = "headroom" if self.passed else ("over" if self.slo.lower_is_better else "short")
+        return f"{amount} {word}"
+
     def describe(self) -> str:
         """ "median TPOT 41.2 ms ≤ 50 ms: PASS, 8.8 ms (17.6%) headroom" """
         slo = self.slo
         sign = _PRETTY[slo.op] if self.passed else _NEGATED[slo.op]
         head = f"{metric_label(slo.metric)} {format_metric(self.value, slo.metric)} {sign} "
         head += format_metric(slo.bound, slo.metric)
-        amount = format_number(abs(self.margin))
-        unit = metric_unit(slo.metric)
-        amount = f"{amount} {unit}" if unit else amount
-        if self.margin_pct is not None:
-            amount += f" ({format_number(abs(self.margin_pct))}%)"
-        if self.passed:
-            return f"{head}: PASS, {amount} headroom"
-        word = "over" if slo.lower_is_better else "short"
-        return f"{head}: FAIL, {amount} {word}"
+        return f"{head}: {'PASS' if self.passed else 'FAIL'}, {self.margin_text()}"
 
 
 @dataclass(frozen=True)
