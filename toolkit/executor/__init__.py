@@ -1,0 +1,1 @@
+"""The executor: carries a Plan out on the hosts (the only place that talks SSH)."""

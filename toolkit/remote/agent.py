@@ -1,0 +1,576 @@
+"""The host-side agent: one phase of work per SSH command, results as JSON.
+
+The executor sends this file's source plus a request to `python3 -` on each host, so a
+host needs nothing but Python 3.8+. Each task reads the current state first and acts only
+on a difference (Ansible's contract: ok / changed / skipped / failed), reporting before and
+after values. Long waits stream `@@progress` lines so the control side can draw a live
+view; the final line is `@@result` with every task's outcome.
+
+Standard library only, and compatible with Python 3.8: it runs on the hosts' Python.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+RESULT = "@@result "
+PROGRESS = "@@progress "
+
+
+def result(name, status, msg="", **extra):
+    out = {"task": name, "status": status, "msg": msg}
+    out.update(extra)
+    return out
+
+
+# ----------------------------------------------------------------------------- facts
+
+
+def listening_ports():
+    """{port: [local address, ...]} of TCP sockets in LISTEN state (IPv4 and IPv6)."""
+    found = {}
+    for path, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        try:
+            with open(path) as fh:
+                next(fh)
+                for line in fh:
+                    parts = line.split()
+                    if parts[3] != "0A":
+                        continue
+                    addr_hex, port_hex = parts[1].split(":")
+                    found.setdefault(int(port_hex, 16), []).append(_addr(addr_hex, v6))
+        except OSError:
+            continue
+    return found
+
+
+def _addr(hexaddr, v6):
+    raw = bytes.fromhex(hexaddr)
+    if not v6:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+    return socket.inet_ntop(socket.AF_INET6, words)
+
+
+def interfaces():
+    """{interface: [ipv4 addresses]} from `ip -j addr` (iproute2)."""
+    try:
+        out = subprocess.run(
+            ["ip", "-j", "addr"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10
+        ).stdout
+        data = json.loads(out.decode() or "[]")
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return {}
+    return {
+        item["ifname"]: [a["local"] for a in item.get("addr_info", []) if "local" in a]
+        for item in data
+    }
+
+
+def port_in_use(port, bind, listening):
+    addrs = listening.get(port, [])
+    wild = ("0.0.0.0", "::")
+    return [a for a in addrs if a in wild or bind in wild or a == bind or a == "::ffff:" + bind]
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def run_processes(run_id, host):
+    """PIDs whose environment carries this run id and host name (survives lost state)."""
+    want = [("TOOLKIT_RUN_ID=" + run_id).encode()] if run_id else []
+    host_tag = ("TOOLKIT_HOST=" + host).encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                env = fh.read().split(b"\0")
+        except OSError:
+            continue
+        has_run = any(e.startswith(b"TOOLKIT_RUN_ID=") for e in env)
+        if host_tag in env and has_run and all(w in env for w in want):
+            pids.append(int(entry))
+    return pids
+
+
+def run_id_of(pid):
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as fh:
+            for item in fh.read().split(b"\0"):
+                if item.startswith(b"TOOLKIT_RUN_ID="):
+                    return item.split(b"=", 1)[1].decode()
+    except OSError:
+        return None
+    return None
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def read_pid(path):
+    try:
+        with open(path) as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def tail(path, lines):
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 256 * 1024))
+            data = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return data.splitlines()[-lines:] if lines > 0 else []
+
+
+def http_get(url, timeout=3.0):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read(65536).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except (OSError, ValueError):
+        return None, ""
+
+
+# ----------------------------------------------------------------------------- tasks
+
+
+def task_active_run(args, check):
+    """Is another toolkit run already active on this host?"""
+    path = os.path.join(args["workdir"], "active.json")
+    try:
+        with open(path) as fh:
+            active = json.load(fh)
+    except (OSError, ValueError):
+        active = None
+    pids = run_processes(None, args["host"])
+    running = sorted({run_id_of(p) for p in pids if alive(p)} - {None})
+    if running:
+        return result(
+            "active_run",
+            "failed",
+            "toolkit run {} is running here".format(", ".join(running)),
+            runs=running,
+            record=active,
+        )
+    return result("active_run", "ok", "no toolkit run is active", record=active)
+
+
+def task_ports_free(args, check):
+    listening = listening_ports()
+    busy = []
+    for item in args["ports"]:
+        holders = port_in_use(item["port"], item["bind"], listening)
+        if holders:
+            busy.append("%s:%d (%s)" % (holders[0], item["port"], item["purpose"]))
+    if busy:
+        return result("ports_free", "failed", "port already in use: " + ", ".join(busy))
+    return result("ports_free", "ok", "%d planned ports free" % len(args["ports"]))
+
+
+def task_nic(args, check):
+    ifaces = interfaces()
+    address, wanted = args["address"], args.get("nic")
+    if wanted:
+        if wanted not in ifaces:
+            return result(
+                "nic",
+                "failed",
+                "interface {} does not exist on this host (have: {})".format(
+                    wanted, ", ".join(sorted(ifaces)) or "none"
+                ),
+            )
+        return result("nic", "ok", f"using {wanted}", nic=wanted)
+    for name, addrs in ifaces.items():
+        if address in addrs:
+            return result("nic", "ok", f"detected {name} (holds {address})", nic=name)
+    return result(
+        "nic",
+        "failed",
+        f"no interface holds {address}; set `nic` for this host in the inventory",
+    )
+
+
+def task_cpu_governor(args, check):
+    paths = sorted(glob.glob(args["glob"]))
+    want = args["value"]
+    if not paths:
+        return result("cpu_governor", "skipped", "no cpufreq on this host (a VM?)")
+    before = {}
+    for path in paths:
+        try:
+            with open(path) as fh:
+                before[path] = fh.read().strip()
+        except OSError as exc:
+            return result("cpu_governor", "failed", f"cannot read {path}: {exc}")
+    differ = [p for p, v in before.items() if v != want]
+    summary = sorted(set(before.values()))
+    if not differ:
+        return result("cpu_governor", "ok", "governor is %s on %d CPUs" % (want, len(paths)))
+    if check:
+        return result(
+            "cpu_governor",
+            "changed",
+            "would set governor %s on %d CPUs" % (want, len(differ)),
+            before=summary,
+            after=want,
+            previous=before,
+        )
+    for path in differ:
+        try:
+            with open(path, "w") as fh:
+                fh.write(want)
+        except OSError as exc:
+            return result("cpu_governor", "failed", f"cannot write {path}: {exc}")
+    return result(
+        "cpu_governor",
+        "changed",
+        "set governor %s on %d CPUs" % (want, len(differ)),
+        before=summary,
+        after=want,
+        previous={p: before[p] for p in differ},
+    )
+
+
+def task_sysctl(args, check):
+    key, want = args["key"], str(args["value"])
+    path = "/proc/sys/" + key.replace(".", "/")
+    name = "sysctl " + key
+    if not os.path.exists(path):
+        return result(name, "skipped", f"{path} does not exist on this kernel")
+    try:
+        with open(path) as fh:
+            current = " ".join(fh.read().split())
+    except OSError as exc:
+        return result(name, "failed", f"cannot read {path}: {exc}")
+    if current == " ".join(want.split()):
+        return result(name, "ok", f"{key} is {current}")
+    if check:
+        return result(name, "changed", f"would set {key}", before=current, after=want)
+    try:
+        with open(path, "w") as fh:
+            fh.write(want)
+    except OSError as exc:
+        return result(name, "failed", f"cannot write {path}: {exc}")
+    return result(name, "changed", f"set {key}", before=current, after=want)
+
+
+def task_write_files(args, check):
+    written = []
+    for item in args["files"]:
+        path = item["path"]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        data = base64.b64decode(item["b64"])
+        # Create with the final mode so a secret is never readable, even briefly.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, int(item.get("mode", "600"), 8))
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(path, int(item.get("mode", "600"), 8))
+        written.append(path)
+    return result("write_files", "changed", "wrote %d files" % len(written), paths=written)
+
+
+def task_start(args, check):
+    with open(args["log"], "ab") as log:
+        proc = subprocess.Popen(
+            ["bash", args["script"]],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=os.path.dirname(args["script"]),
+            start_new_session=True,  # its own session and process group, detached from SSH
+            close_fds=True,
+        )
+    with open(args["pidfile"], "w") as fh:
+        fh.write("%d\n" % proc.pid)
+    return result("start " + args["name"], "changed", "started pid %d" % proc.pid, pid=proc.pid)
+
+
+def _state(target, started):
+    pid = read_pid(target["pidfile"])
+    if pid is None or not alive(pid):
+        return "failed"
+    if target.get("port") and not port_in_use(target["port"], target["bind"], listening_ports()):
+        return "starting"
+    status, _ = http_get(target["url"], timeout=2.0)
+    return "ready" if status == target.get("expect", 200) else "loading"
+
+
+def task_wait_http(args, check):
+    """Poll each target until its URL answers, its process dies, or the timeout passes."""
+    targets = args["targets"]
+    started = time.time()
+    deadline = started + float(args["timeout"])
+    states = {t["name"]: "starting" for t in targets}
+    while True:
+        for t in targets:
+            if states[t["name"]] in ("ready", "failed"):
+                continue
+            new = _state(t, started)
+            if new != states[t["name"]]:
+                states[t["name"]] = new
+                _progress(t["name"], new, time.time() - started)
+        if all(s in ("ready", "failed") for s in states.values()):
+            break
+        if any(s == "failed" for s in states.values()) and args.get("stop_on_failure", True):
+            break
+        if time.time() > deadline:
+            break
+        time.sleep(float(args.get("interval", 1.0)))
+    out = []
+    for t in targets:
+        state = states[t["name"]]
+        elapsed = round(time.time() - started, 1)
+        if state == "ready":
+            out.append(result("ready " + t["name"], "ok", f"ready in {elapsed:.1f} s"))
+        elif state == "failed":
+            rc = _exit_code(t)
+            out.append(
+                result(
+                    "ready " + t["name"],
+                    "failed",
+                    f"process exited{rc}",
+                    log_tail=tail(t["log"], int(args.get("tail", 40))),
+                )
+            )
+        else:
+            out.append(
+                result(
+                    "ready " + t["name"],
+                    "failed",
+                    f"not ready after {elapsed:.0f} s (still {state})",
+                    log_tail=tail(t["log"], int(args.get("tail", 40))),
+                )
+            )
+    return out
+
+
+def _exit_code(target):
+    path = target["pidfile"] + ".rc"
+    try:
+        with open(path) as fh:
+            return " with status " + fh.read().strip()
+    except OSError:
+        return ""
+
+
+def _progress(name, state, elapsed):
+    sys.stdout.write(PROGRESS + json.dumps({"name": name, "state": state, "t": elapsed}) + "\n")
+    sys.stdout.flush()
+
+
+def task_http(args, check):
+    body = args.get("body")
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        args["url"],
+        data=data,
+        method=args.get("method", "GET"),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=float(args.get("timeout", 60))) as resp:
+            text = resp.read(1 << 20).decode("utf-8", "replace")
+            return result("http", "ok", "HTTP %d" % resp.status, code=resp.status, body=text)
+    except urllib.error.HTTPError as exc:
+        text = exc.read(65536).decode("utf-8", "replace")
+        return result("http", "failed", "HTTP %d: %s" % (exc.code, text[:300]), code=exc.code)
+    except (OSError, ValueError) as exc:
+        return result("http", "failed", "request to {} failed: {}".format(args["url"], exc))
+
+
+def task_status(args, check):
+    rows = []
+    for item in args["processes"]:
+        pid = read_pid(item["pidfile"])
+        is_alive = pid is not None and alive(pid)
+        uptime = None
+        if is_alive:
+            try:
+                uptime = time.time() - os.stat("/proc/%d" % pid).st_mtime
+            except OSError:
+                uptime = None
+        code = http_get(item["url"], timeout=2.0)[0] if is_alive and item.get("url") else None
+        rows.append(
+            {
+                "name": item["name"],
+                "pid": pid,
+                "alive": is_alive,
+                "http": code,
+                "uptime": uptime,
+                "log": item["log"],
+            }
+        )
+    return result("status", "ok", "", processes=rows)
+
+
+def _signal_group(pid, sig):
+    try:
+        os.killpg(os.getpgid(pid), sig)
+    except (OSError, ProcessLookupError):
+        with contextlib.suppress(OSError):
+            os.kill(pid, sig)
+
+
+def task_stop(args, check):
+    """Stop every process of the run on this host: SIGTERM, grace, SIGKILL; verify."""
+    run_id, host = args["run_id"], args["host"]
+    pids = set(run_processes(run_id, host))
+    for pidfile in args.get("pidfiles", []):
+        pid = read_pid(pidfile)
+        if pid is not None and alive(pid):
+            pids.add(pid)
+    pids = {p for p in pids if alive(p)}
+    if not pids:
+        found = "nothing to stop"
+    else:
+        for pid in pids:
+            _signal_group(pid, signal.SIGTERM)
+        deadline = time.time() + float(args.get("grace", 20))
+        while time.time() < deadline and any(alive(p) for p in pids):
+            time.sleep(0.2)
+        killed = [p for p in pids if alive(p)]
+        for pid in killed:
+            _signal_group(pid, signal.SIGKILL)
+        time.sleep(0.3)
+        found = "stopped %d process%s%s" % (
+            len(pids),
+            "es" if len(pids) != 1 else "",
+            " (%d after SIGKILL)" % len(killed) if killed else "",
+        )
+    left = [p for p in run_processes(run_id, host) if alive(p)]
+    listening = listening_ports()
+    busy = [
+        "%d" % item["port"]
+        for item in args.get("ports", [])
+        if port_in_use(item["port"], item["bind"], listening)
+    ]
+    if left or busy:
+        return result(
+            "stop",
+            "failed",
+            found
+            + "; still running: {}; ports still in use: {}".format(
+                left or "none", ", ".join(busy) or "none"
+            ),
+        )
+    status = "changed" if pids else "ok"
+    return result("stop", status, found, pids=sorted(pids))
+
+
+def task_restore(args, check):
+    out = []
+    for path, value in sorted(args.get("governor", {}).items()):
+        try:
+            with open(path, "w") as fh:
+                fh.write(value)
+        except OSError as exc:
+            out.append(result("restore governor", "failed", f"{path}: {exc}"))
+    if args.get("governor"):
+        out.append(
+            result("restore governor", "changed", "restored %d CPUs" % len(args["governor"]))
+        )
+    for key, value in sorted(args.get("sysctl", {}).items()):
+        res = task_sysctl({"key": key, "value": value}, check)
+        res["task"] = "restore sysctl " + key
+        out.append(res)
+    return out or [result("restore", "ok", "nothing to restore")]
+
+
+def task_remove(args, check):
+    for path in args["paths"]:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    return result("remove", "ok", "")
+
+
+def task_read_file(args, check):
+    try:
+        with open(args["path"], "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        return result("read_file", "failed", "cannot read {}: {}".format(args["path"], exc))
+    return result("read_file", "ok", "", b64=base64.b64encode(data).decode())
+
+
+def task_tail(args, check):
+    return result("tail", "ok", "", lines={p: tail(p, int(args["lines"])) for p in args["paths"]})
+
+
+def task_run(args, check):
+    """Run a command in the foreground (the benchmark), streaming its output."""
+    proc = subprocess.Popen(
+        ["bash", args["script"]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=os.path.dirname(args["script"]),
+    )
+    with open(args["log"], "ab") as log:
+        for raw in iter(proc.stdout.readline, b""):
+            log.write(raw)
+            log.flush()
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            sys.stdout.write(PROGRESS + json.dumps({"line": line}) + "\n")
+            sys.stdout.flush()
+    rc = proc.wait()
+    status = "ok" if rc == 0 else "failed"
+    return result("run " + args["name"], status, "exit status %d" % rc, rc=rc)
+
+
+TASKS = {
+    "active_run": task_active_run,
+    "ports_free": task_ports_free,
+    "nic": task_nic,
+    "cpu_governor": task_cpu_governor,
+    "sysctl": task_sysctl,
+    "write_files": task_write_files,
+    "start": task_start,
+    "wait_http": task_wait_http,
+    "http": task_http,
+    "status": task_status,
+    "stop": task_stop,
+    "restore": task_restore,
+    "remove": task_remove,
+    "read_file": task_read_file,
+    "tail": task_tail,
+    "run": task_run,
+}
+
+
+def main(request):
+    check = bool(request.get("check"))
+    results = []
+    for op in request["ops"]:
+        try:
+            out = TASKS[op["op"]](op, check)
+        except Exception as exc:  # report, never die silently: the control side needs JSON
+            out = result(op["op"], "failed", f"{type(exc).__name__}: {exc}")
+        results.extend(out if isinstance(out, list) else [out])
+        if op.get("stop_on_failure") and any(r["status"] == "failed" for r in results):
+            break
+    sys.stdout.write(RESULT + json.dumps(results) + "\n")
+    sys.stdout.flush()
