@@ -166,3 +166,34 @@ def url_host(address: str) -> str:
 
 def host_port(address: str, port: int) -> str:
     return f"{url_host(address)}:{port}"
+
+
+def plan_from_dict(data: dict[str, Any]) -> Plan:
+    """Rebuild a Plan from its JSON form (run records store the plan this way)."""
+
+    def conn(raw: dict[str, Any]) -> Connection:
+        return Connection(**raw)
+
+    def proc(raw: dict[str, Any] | None) -> ProcessPlan | None:
+        if raw is None:
+            return None
+        return ProcessPlan(**{**raw, "connection": conn(raw["connection"])})
+
+    nodes = []
+    for raw in data["nodes"]:
+        fields = {k: v for k, v in raw.items() if k not in ("name", "is_leader")}
+        fields["tuning"] = Tuning(**raw["tuning"])
+        fields["connection"] = conn(raw["connection"])
+        nodes.append(NodePlan(**fields))
+    endpoint = {k: v for k, v in data["endpoint"].items() if k != "url"}
+    bench = proc(data["bench"])
+    assert bench is not None
+    return Plan(
+        **{
+            **{k: v for k, v in data.items() if k != "schema"},
+            "nodes": nodes,
+            "router": proc(data["router"]),
+            "bench": bench,
+            "endpoint": Endpoint(**endpoint),
+        }
+    )

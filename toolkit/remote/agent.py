@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import glob
+import ipaddress
 import json
 import os
 import signal
@@ -63,8 +64,8 @@ def _addr(hexaddr, v6):
     return socket.inet_ntop(socket.AF_INET6, words)
 
 
-def interfaces():
-    """{interface: [ipv4 addresses]} from `ip -j addr` (iproute2)."""
+def interfaces(with_prefix=False):
+    """{interface: [addresses]} from `ip -j addr` (iproute2); "addr/prefix" if asked."""
     try:
         out = subprocess.run(
             ["ip", "-j", "addr"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10
@@ -73,7 +74,11 @@ def interfaces():
     except (OSError, ValueError, subprocess.TimeoutExpired):
         return {}
     return {
-        item["ifname"]: [a["local"] for a in item.get("addr_info", []) if "local" in a]
+        item["ifname"]: [
+            "%s/%s" % (a["local"], a.get("prefixlen", 32)) if with_prefix else a["local"]
+            for a in item.get("addr_info", [])
+            if "local" in a
+        ]
         for item in data
     }
 
@@ -207,6 +212,16 @@ def task_nic(args, check):
     for name, addrs in ifaces.items():
         if address in addrs:
             return result("nic", "ok", f"detected {name} (holds {address})", nic=name)
+    # Not assigned verbatim (127.0.0.2 is on lo as 127.0.0.0/8): the interface whose
+    # network contains it.
+    try:
+        wanted_ip = ipaddress.ip_address(address)
+    except ValueError:
+        wanted_ip = None
+    for name, cidrs in interfaces(with_prefix=True).items():
+        for cidr in cidrs:
+            if wanted_ip is not None and wanted_ip in ipaddress.ip_interface(cidr).network:
+                return result("nic", "ok", f"detected {name} ({address} is in {cidr})", nic=name)
     return result(
         "nic",
         "failed",
@@ -295,8 +310,10 @@ def task_write_files(args, check):
 
 def task_start(args, check):
     with open(args["log"], "ab") as log:
+        # A wrapper shell records the exit status, so a failure report can show it.
+        wrapper = 'bash "$0"; echo $? > "$1"'
         proc = subprocess.Popen(
-            ["bash", args["script"]],
+            ["bash", "-c", wrapper, args["script"], args["pidfile"] + ".rc"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -380,6 +397,19 @@ def _exit_code(target):
 def _progress(name, state, elapsed):
     sys.stdout.write(PROGRESS + json.dumps({"name": name, "state": state, "t": elapsed}) + "\n")
     sys.stdout.flush()
+
+
+def task_probe(args, check):
+    """One look at each target: starting, loading, ready or failed (with its log tail)."""
+    states = {}
+    for t in args["targets"]:
+        state = _state(t, 0.0)
+        entry = {"state": state}
+        if state == "failed":
+            entry["rc"] = _exit_code(t).replace(" with status ", "") or None
+            entry["log_tail"] = tail(t["log"], int(args.get("tail", 40)))
+        states[t["name"]] = entry
+    return result("probe", "ok", "", states=states)
 
 
 def task_http(args, check):
@@ -550,6 +580,7 @@ TASKS = {
     "write_files": task_write_files,
     "start": task_start,
     "wait_http": task_wait_http,
+    "probe": task_probe,
     "http": task_http,
     "status": task_status,
     "stop": task_stop,

@@ -52,6 +52,8 @@ class ScriptOptions:
     extra_env: tuple[tuple[str, str], ...] = ()
     # Replace the argv (the rehearsal engine stands in for the model server).
     argv: tuple[str, ...] | None = None
+    # A rehearsal runs where CANN/CUDA may be absent: a missing env script is not fatal.
+    optional_sources: bool = False
 
 
 def node_script(plan: Plan, node: NodePlan, options: ScriptOptions = ScriptOptions()) -> str:
@@ -104,6 +106,7 @@ def _render(template: str, plan: Plan, *, env: dict[str, str], argv: list[str], 
         env=all_env,
         secret_names=secrets,
         argv=list(options.argv) if options.argv is not None else argv,
+        optional_sources=options.optional_sources,
         **kw,
     )
 

@@ -1,0 +1,54 @@
+"""`toolkit up`: launch a profile on an inventory and wait until it serves."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from toolkit.cli.options import inventory_option, make_plan, profile_options
+from toolkit.cli.run_options import host_key_option
+from toolkit.executor.up import UpOptions, up
+
+
+@click.command("up")
+@profile_options
+@inventory_option()
+@click.option("--rehearse", is_flag=True, help="Start the rehearsal engine instead of the model.")
+@click.option("--check", is_flag=True, help="Show what would change on the hosts; change nothing.")
+@click.option("--keep-on-failure", is_flag=True, help="Leave the processes running on failure.")
+@click.option("--timeout", type=float, help="Readiness timeout in seconds (default: profile).")
+@click.option("--tpot-ms", type=float, help="Rehearsal: simulated time per output token.")
+@click.option("--load-seconds", type=float, help="Rehearsal: simulated weight-loading time.")
+@host_key_option
+def command(
+    profile: str,
+    overrides: tuple[str, ...],
+    profiles_dirs: tuple[Path, ...],
+    inventory: Path,
+    rehearse: bool,
+    check: bool,
+    keep_on_failure: bool,
+    timeout: float | None,
+    tpot_ms: float | None,
+    load_seconds: float | None,
+    accept_new_host_keys: bool,
+) -> None:
+    """Tune the hosts, launch every node, wait for /health, start the router, smoke-test."""
+    extra = list(overrides)
+    if tpot_ms is not None:
+        extra.append(f"rehearsal.tpot_ms={tpot_ms}")
+    if load_seconds is not None:
+        extra.append(f"rehearsal.load_seconds={load_seconds}")
+    plan = make_plan(inventory, profile, tuple(extra), profiles_dirs)
+    options = UpOptions(
+        rehearse=rehearse,
+        check=check,
+        accept_new_host_keys=accept_new_host_keys,
+        keep_on_failure=keep_on_failure,
+        timeout_s=timeout,
+    )
+    up(plan, options, Console())
+    sys.exit(0)

@@ -1,0 +1,113 @@
+"""The hosts of a plan with their open sessions, and per-host fan-out of agent work."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+
+from toolkit.executor.session import AgentFailed, Session, Unreachable, connect, parallel
+from toolkit.plan import Connection, NodePlan, Plan
+from toolkit.render.run import Recap
+
+
+@dataclass
+class HostWork:
+    """Everything one host does in a run."""
+
+    name: str
+    connection: Connection
+    python: str
+    workdir: str
+    nodes: list[NodePlan] = field(default_factory=list)
+    router: bool = False
+    bench: bool = False
+
+    @property
+    def serving(self) -> bool:
+        return bool(self.nodes)
+
+
+def host_work(plan: Plan) -> dict[str, HostWork]:
+    work: dict[str, HostWork] = {}
+    for node in plan.nodes:
+        item = work.setdefault(
+            node.host, HostWork(node.host, node.connection, node.python, node.workdir)
+        )
+        item.nodes.append(node)
+    for kind, proc in (("router", plan.router), ("bench", plan.bench)):
+        if proc is None:
+            continue
+        item = work.setdefault(
+            proc.host, HostWork(proc.host, proc.connection, proc.python, proc.workdir)
+        )
+        setattr(item, kind, True)
+    return work
+
+
+class Cluster:
+    """Open sessions to a set of hosts; run a function on many of them at once."""
+
+    def __init__(self, hosts: dict[str, HostWork], console: Console, accept_new: bool) -> None:
+        self.hosts = hosts
+        self.console = console
+        self.accept_new = accept_new
+        self.sessions: dict[str, Session] = {}
+
+    def connect(self, recap: Recap) -> list[str]:
+        """Connect to every host in parallel; returns the unreachable ones (recorded)."""
+        names = list(self.hosts)
+        outcomes = parallel(
+            names,
+            lambda n: connect(
+                n, self.hosts[n].connection, self.hosts[n].python, accept_new=self.accept_new
+            ),
+        )
+        bad = []
+        for name, outcome in zip(names, outcomes, strict=True):
+            if isinstance(outcome, Session):
+                self.sessions[name] = outcome
+            else:
+                recap.unreachable(name, str(outcome))
+                bad.append(name)
+        return bad
+
+    def each(
+        self,
+        names: list[str],
+        fn: Callable[[Session, HostWork], list[dict[str, Any]]],
+        recap: Recap,
+        quiet_ok: bool = False,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Run fn per host in parallel; agent results go to the recap, errors as failures."""
+        outcomes = parallel(names, lambda n: fn(self.sessions[n], self.hosts[n]))
+        done: dict[str, list[dict[str, Any]]] = {}
+        for name, outcome in zip(names, outcomes, strict=True):
+            if isinstance(outcome, Unreachable):
+                recap.unreachable(name, str(outcome))
+            elif isinstance(outcome, AgentFailed):
+                recap.add_agent(name, [{"task": "agent", "status": "failed", "msg": str(outcome)}])
+            elif isinstance(outcome, Exception):
+                raise outcome
+            else:
+                recap.add_agent(name, outcome, quiet_ok=quiet_ok)
+                done[name] = outcome
+        return done
+
+    def close(self) -> None:
+        for session in self.sessions.values():
+            session.close()
+
+
+def file_op(files: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """The agent's write_files op for (path, text, octal mode) triples."""
+    return {
+        "op": "write_files",
+        "files": [
+            {"path": path, "b64": base64.b64encode(text.encode()).decode(), "mode": mode}
+            for path, text, mode in files
+        ],
+    }

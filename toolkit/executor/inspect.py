@@ -1,0 +1,168 @@
+"""`toolkit status` and `toolkit logs`: look at a run without changing it."""
+
+from __future__ import annotations
+
+import shlex
+import threading
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from toolkit.errors import ToolkitError
+from toolkit.executor import state
+from toolkit.executor.cluster import Cluster, HostWork, host_work
+from toolkit.executor.session import Session
+from toolkit.render.run import Recap
+
+
+def _processes(work: HostWork, record: state.RunRecord) -> list[dict[str, Any]]:
+    plan = record.plan_obj
+    items = []
+    for node in work.nodes:
+        files = state.node_files(work.workdir, record.run_id, node)
+        local = "127.0.0.1" if node.bind in ("0.0.0.0", "::") else node.bind
+        items.append(
+            {
+                "name": node.name,
+                "role": node.role,
+                "port": node.port,
+                "pidfile": files["pidfile"],
+                "log": files["log"],
+                "url": f"http://{local}:{node.port}/health",
+            }
+        )
+    if work.router and plan.router is not None:
+        files = state.process_files(work.workdir, record.run_id, "router")
+        port = plan.router.listen["http"]
+        items.append(
+            {
+                "name": "router",
+                "role": "router",
+                "port": port,
+                "pidfile": files["pidfile"],
+                "log": files["log"],
+                "url": f"http://127.0.0.1:{port}/readiness",
+            }
+        )
+    return items
+
+
+def status(record: state.RunRecord, console: Console, accept_new: bool) -> bool:
+    plan = record.plan_obj
+    hosts = host_work(plan)
+    recap = Recap(console)
+    cluster = Cluster(hosts, console, accept_new)
+    table = Table(title=f"run {record.run_id} · {plan.profile}", title_justify="left")
+    for column in ("process", "host", "role", "pid", "alive", "http", "port", "uptime", "log"):
+        table.add_column(column)
+    healthy = True
+    try:
+        cluster.connect(recap)
+        wanted = {n: _processes(w, record) for n, w in hosts.items()}
+        done = cluster.each(
+            [n for n in cluster.sessions if wanted[n]],
+            lambda s, w: s.agent([{"op": "status", "processes": wanted[w.name]}]),
+            recap,
+            quiet_ok=True,
+        )
+    finally:
+        cluster.close()
+    for host, results in done.items():
+        roles = {p["name"]: (p["role"], p["port"]) for p in wanted[host]}
+        for row in results[0]["processes"]:
+            role, port = roles[row["name"]]
+            ok = row["alive"] and row["http"] == 200
+            healthy &= ok
+            uptime = f"{row['uptime']:.0f} s" if row["uptime"] is not None else "—"
+            table.add_row(
+                row["name"],
+                host,
+                role,
+                str(row["pid"] or "—"),
+                "[green]yes[/]" if row["alive"] else "[red]no[/]",
+                f"[{'green' if row['http'] == 200 else 'red'}]{row['http'] or '—'}[/]",
+                str(port),
+                uptime,
+                row["log"],
+            )
+    for failure in recap.failures():
+        healthy = False
+        table.add_row("—", failure.host, "—", "—", "[red]?[/]", "—", "—", "—", failure.msg)
+    console.print(table)
+    if record.stopped:
+        console.print(f"[yellow]run {record.run_id} was stopped by `toolkit down`[/]")
+    return healthy
+
+
+def _select(record: state.RunRecord, target: str | None) -> dict[str, list[str]]:
+    """host → log paths, for a host name, a role, a process name, or everything."""
+    chosen: dict[str, list[str]] = {}
+    for host, work in host_work(record.plan_obj).items():
+        for proc in _processes(work, record):
+            if target in (None, host, proc["role"], proc["name"]):
+                chosen.setdefault(host, []).append(proc["log"])
+    if not chosen:
+        raise ToolkitError(
+            f"no process of run {record.run_id} matches {target!r}: give a host, a role "
+            "(prefill, decode, mixed, router) or a process name such as prefill0.1"
+        )
+    return chosen
+
+
+def logs(
+    record: state.RunRecord,
+    target: str | None,
+    lines: int,
+    follow: bool,
+    console: Console,
+    accept_new: bool,
+) -> None:
+    chosen = _select(record, target)
+    hosts = {h: w for h, w in host_work(record.plan_obj).items() if h in chosen}
+    recap = Recap(console)
+    cluster = Cluster(hosts, console, accept_new)
+    try:
+        cluster.connect(recap)
+        if not follow:
+            done = cluster.each(
+                list(cluster.sessions),
+                lambda s, w: s.agent([{"op": "tail", "paths": chosen[w.name], "lines": lines}]),
+                recap,
+                quiet_ok=True,
+            )
+            for host, results in done.items():
+                for path, text in results[0]["lines"].items():
+                    console.rule(f"{host}: {path}")
+                    for line in text:
+                        console.print(line, markup=False, highlight=False)
+            return
+        _follow(cluster, chosen, lines, console)
+    finally:
+        cluster.close()
+
+
+def _follow(cluster: Cluster, chosen: dict[str, list[str]], lines: int, console: Console) -> None:
+    lock = threading.Lock()
+
+    def stream(session: Session) -> None:
+        paths = " ".join(shlex.quote(p) for p in chosen[session.name])
+        prefix = f"[{session.name}] "
+
+        def show(line: str) -> None:
+            with lock:
+                console.print(prefix + line, markup=False, highlight=False)
+
+        session.run(f"tail -n {int(lines)} -F {paths} 2>&1", on_line=show)
+
+    threads = [
+        threading.Thread(target=stream, args=(s,), daemon=True) for s in cluster.sessions.values()
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
