@@ -51,9 +51,17 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from toolkit.cli import down_cmd, logs_cmd, plan_cmd, profiles_cmd, status_cmd, up_cmd
+    from toolkit.cli import (
+        bench_cmd,
+        down_cmd,
+        logs_cmd,
+        plan_cmd,
+        profiles_cmd,
+        status_cmd,
+        up_cmd,
+    )
 
-    for module in (profiles_cmd, plan_cmd, up_cmd, status_cmd, logs_cmd, down_cmd):
+    for module in (profiles_cmd, plan_cmd, up_cmd, bench_cmd, status_cmd, logs_cmd, down_cmd):
         main.add_command(module.command)
 
 
