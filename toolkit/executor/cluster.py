@@ -30,6 +30,11 @@ class HostWork:
     def serving(self) -> bool:
         return bool(self.nodes)
 
+    @property
+    def machine(self) -> str:
+        """Hosts reached locally are one machine (one kernel to tune), whatever address."""
+        return "localhost" if self.connection.local else self.connection.address
+
 
 def host_work(plan: Plan) -> dict[str, HostWork]:
     work: dict[str, HostWork] = {}

@@ -177,8 +177,12 @@ def _tune(cluster: Cluster, record: state.RunRecord, recap: Recap, check: bool) 
         ops += [{"op": "sysctl", "key": k, "value": v} for k, v in tuning.sysctl.items()]
         return session.agent(ops, check=check) if ops else []
 
-    serving = [n for n, w in cluster.hosts.items() if w.serving]
-    done = cluster.each(serving, tune, recap)
+    # One kernel, one tuning: several inventory hosts may be one machine (local rehearsal).
+    machines: dict[str, str] = {}
+    for name, work in cluster.hosts.items():
+        if work.serving:
+            machines.setdefault(work.machine, name)
+    done = cluster.each(list(machines.values()), tune, recap)
     if check:
         return
     for host, results in done.items():
