@@ -71,7 +71,8 @@ class ServerRole(Strict):
     bootstrap_port: int | None = Field(None, ge=1, le=65535)
     # "auto": pass --node-rank/--nnodes only when nnodes > 1; "always": also for 1 node.
     rank_flags: Literal["auto", "always"] = "auto"
-    env: dict[str, Scalar] = {}
+    # null drops a variable inherited from a base profile.
+    env: dict[str, Scalar | None] = {}
     args: dict[str, FlagValue] = {}
 
     @field_validator("args")
@@ -107,8 +108,17 @@ class Bench(Strict):
 
 
 class Slo(Strict):
+    """A bound on one bench_serving metric: `max` for latencies, `min` for throughputs."""
+
     metric: str
-    max: float
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Slo:
+        if (self.max is None) == (self.min is None):
+            raise ValueError(f"slo {self.metric}: give exactly one of max or min")
+        return self
 
 
 class Rehearsal(Strict):
@@ -133,7 +143,7 @@ class Profile(Strict):
     tuning: Tuning = Tuning()
     unset_env: list[str] = []
     source: list[str] = []
-    env: dict[str, Scalar] = {}
+    env: dict[str, Scalar | None] = {}
     # Environment variables set to the node's network interface (from `nic`).
     nic_env: list[str] = []
     # Ascend PD: ASCEND_MF_STORE_URL=tcp://<first prefill leader>:<port> on every node.

@@ -133,6 +133,10 @@ def apply_override(data: dict[str, Any], parts: list[str], value: Any, item: str
                 node[joined] = value
                 return
         head = parts[i]
+        if i > 0 and parts[i - 1] == "sysctl":
+            # sysctl names contain dots: the rest of the key is one name.
+            node[".".join(parts[i:])] = value
+            return
         if not isinstance(node, dict):
             raise ProfileError(f"--set {item}: {'.'.join(parts[:i])} is not a mapping")
         if node.get(head) is None:

@@ -30,4 +30,4 @@ def flag_map(argv: list[str]) -> dict[str, tuple[str, ...]]:
     items = flag_items(argv)
     flags = [flag for flag, _ in items]
     assert len(flags) == len(set(flags)), f"a flag repeats: {sorted(items)}"
-    return dict(items)
+    return dict(items.keys())

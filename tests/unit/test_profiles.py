@@ -96,3 +96,31 @@ def test_extends_cycle_is_reported(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text("extends: a\n")
     with pytest.raises(ProfileError, match="cycle"):
         load_profile(str(tmp_path / "a.yaml"))
+
+
+def test_set_adds_a_sysctl_that_is_not_in_the_profile() -> None:
+    profile = load_profile("rtx6000-glm5-nvfp4", ["tuning.sysctl.vm.swappiness=0"])
+    assert profile.tuning.sysctl == {"vm.swappiness": 0}
+
+
+def test_null_env_drops_an_inherited_variable(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: a3-1p1d-64k\nenv: {STREAMS_PER_DEVICE: null}\n")
+    from toolkit.inventory import parse_inventory
+    from toolkit.planner import build_plan
+
+    inv = parse_inventory(
+        "all:\n  vars: {model_path: /m}\n  children:\n    prefill: {hosts: {a: {}, b: {}}}\n"
+        "    decode: {hosts: {c: {}, d: {}}}\n",
+        "i.yaml",
+    )
+    plan = build_plan(inv, load_profile(str(path)))
+    assert "STREAMS_PER_DEVICE" not in plan.nodes[0].env
+    assert plan.nodes[0].env["SGLANG_SET_CPU_AFFINITY"] == "1"
+
+
+def test_slo_takes_exactly_one_bound(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: a3-1p1d-64k\nslo: [{metric: output_throughput}]\n")
+    with pytest.raises(ProfileError, match="give exactly one of max or min"):
+        load_profile(str(path))
