@@ -94,6 +94,8 @@ class SLO:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SLO:
         """Parse a profile entry: {metric: median_tpot_ms, max: 50} or {metric: …, min: …}."""
+        # A bound given as null is absent (the plan's JSON carries both keys).
+        data = {k: v for k, v in data.items() if v is not None}
         unknown = sorted(set(data) - {"metric", "max", "min"})
         if unknown:
             raise BenchError(f"SLO {dict(data)}: unknown keys {unknown}; use metric and max or min")
