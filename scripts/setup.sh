@@ -11,6 +11,8 @@ if [ "$(id -u)" = 0 ]; then
   command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
   command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
   command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing="$missing iptables"
+  # sudo: integration tests log in as a non-root user and become root (create_sudo_user).
+  command -v sudo >/dev/null 2>&1 || missing="$missing sudo"
   if [ -n "$missing" ]; then
     echo "setup: apt-get install$missing"
     apt-get update -qq
