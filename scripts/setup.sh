@@ -37,5 +37,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   fi
   # sglang itself without its GPU dependency tree: only the bench client is used here.
   .venv/bin/pip install -q --no-deps sglang==0.5.23
+  # bench_serving imports torchvision; PyPI's Linux wheels of current releases are CUDA
+  # builds that replace the CPU torch, while 0.15.2 (no deps) imports beside torch 2.13 CPU.
+  .venv/bin/pip install -q --no-deps torchvision==0.15.2
   echo "$want" > "$stamp"
 fi

@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from toolkit.errors import ToolkitError
 from toolkit.executor import state
@@ -136,7 +137,7 @@ def logs(
                 for path, text in results[0]["lines"].items():
                     console.rule(f"{host}: {path}")
                     for line in text:
-                        console.print(line, markup=False, highlight=False)
+                        console.print(Text.from_ansi(line), highlight=False, soft_wrap=True)
             return
         _follow(cluster, chosen, lines, console)
     finally:
@@ -152,7 +153,7 @@ def _follow(cluster: Cluster, chosen: dict[str, list[str]], lines: int, console:
 
         def show(line: str) -> None:
             with lock:
-                console.print(prefix + line, markup=False, highlight=False)
+                console.print(Text(prefix) + Text.from_ansi(line), highlight=False, soft_wrap=True)
 
         session.run(f"tail -n {int(lines)} -F {paths} 2>&1", on_line=show)
 

@@ -83,19 +83,10 @@ class Session:
         """Run a shell command; stream stdout lines to `on_line`. Returns rc, out, err."""
         if self.fabric is None:
             return _run_local(command, stdin, on_line)
-        stream = _LineStream(on_line) if on_line else None
-        kwargs: dict[str, Any] = {"hide": True, "warn": True, "pty": False}
-        if stdin is not None:
-            kwargs["in_stream"] = _StringStream(stdin)
-        else:
-            kwargs["in_stream"] = False
-        if stream is not None:
-            kwargs["out_stream"] = stream
         try:
-            res = self.fabric.run(command, **kwargs)
+            return _run_channel(self.fabric, command, stdin, on_line)
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise Unreachable(f"lost the connection: {exc}") from exc
-        return res.exited, res.stdout, res.stderr
 
     def agent(
         self, ops: list[dict[str, Any]], check: bool = False, on_progress: Progress | None = None
@@ -123,35 +114,39 @@ class Session:
             self.fabric.close()
 
 
-class _StringStream:
-    """A file-like stdin for Invoke that reports EOF (so the remote stdin closes)."""
+def _run_channel(
+    fab: FabricConnection, command: str, stdin: str | None, on_line: Callable[[str], None] | None
+) -> tuple[int, str, str]:
+    """One command on a new channel of the host's open transport.
 
-    def __init__(self, text: str) -> None:
-        self.data = text
-        self.pos = 0
-
-    def read(self, size: int = -1) -> str:
-        if self.pos >= len(self.data):
-            return ""
-        end = len(self.data) if size < 0 else self.pos + size
-        chunk = self.data[self.pos : end]
-        self.pos = end
-        return chunk
-
-
-class _LineStream:
-    def __init__(self, on_line: Callable[[str], None]) -> None:
-        self.on_line = on_line
-        self.buffer = ""
-
-    def write(self, text: str) -> None:
-        self.buffer += text
-        while "\n" in self.buffer:
-            line, self.buffer = self.buffer.split("\n", 1)
-            self.on_line(line)
-
-    def flush(self) -> None:
-        pass
+    Paramiko directly rather than Fabric's `run`: Invoke pumps a non-file stdin one byte per
+    10 ms, which would take minutes for the agent program.
+    """
+    transport = fab.client.get_transport()
+    if transport is None or not transport.is_active():
+        raise paramiko.SSHException("the connection is closed")
+    channel = transport.open_session(timeout=30)
+    try:
+        channel.exec_command(command)
+        errors: list[bytes] = []
+        reader = threading.Thread(
+            target=lambda: errors.append(channel.makefile_stderr("rb").read()), daemon=True
+        )
+        reader.start()
+        if stdin is not None:
+            channel.sendall(stdin.encode())
+        channel.shutdown_write()
+        out_lines = []
+        for raw in channel.makefile("rb"):
+            line = raw.decode("utf-8", "replace")
+            out_lines.append(line)
+            if on_line:
+                on_line(line.rstrip("\n"))
+        rc = channel.recv_exit_status()
+        reader.join(timeout=10)
+        return rc, "".join(out_lines), b"".join(errors).decode("utf-8", "replace")
+    finally:
+        channel.close()
 
 
 def _run_local(
