@@ -1,0 +1,244 @@
+"""`toolkit up` / `status` / `logs` / `down` over real SSH against namespace hosts.
+
+Each test drives the CLI as a user would, with the rehearsal engine standing in for the
+model server and the real sglang-router in front of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from netns import TestCluster, TestHost
+from toolkit_cli import kill_leftovers, run_processes, toolkit
+
+pytestmark = pytest.mark.integration
+PROFILE = "a3-1p1d-64k"
+
+
+class Env:
+    """One test's inventory, environment and working directory."""
+
+    def __init__(self, cluster: TestCluster, hosts: list[TestHost], env: dict, tmp: Path):
+        self.cluster, self.hosts, self.env, self.cwd = cluster, hosts, env, tmp
+
+    def run(self, *args: str, timeout: float = 240):
+        return toolkit(*args, env=self.env, cwd=self.cwd, timeout=timeout)
+
+    def up(self, *extra: str, inventory: Path | None = None, profile: str = PROFILE):
+        inv = str(inventory or self.inventory)
+        return self.run("up", "-p", profile, "-i", inv, "--rehearse", "--load-seconds", "1", *extra)
+
+
+@pytest.fixture
+def env(
+    ssh_cluster: TestCluster, host_workdirs: dict[str, Path], ssh_env: dict, tmp_path: Path
+) -> Iterator[Env]:
+    hosts = ssh_cluster.hosts[:4]
+    e = Env(ssh_cluster, hosts, ssh_env, tmp_path)
+    e.workdirs = host_workdirs
+    e.inventory = ssh_cluster.write_inventory(
+        tmp_path / "inv.yaml",
+        {"prefill": hosts[:2], "decode": hosts[2:4]},
+        {"model_path": "/models/glm-5.1-w4a8", "python": sys.executable},
+        workdirs=host_workdirs,
+    )
+    try:
+        yield e
+    finally:
+        e.run("down", "-i", str(e.inventory), timeout=120)
+        leftovers = kill_leftovers([h.name for h in ssh_cluster.hosts])
+        assert not leftovers, f"processes survived `toolkit down`: {leftovers}"
+
+
+def listening(host: TestHost) -> set[int]:
+    out = host.run("ss -Hltn").stdout
+    return {int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines() if line.strip()}
+
+
+def test_up_status_logs_down(env: Env) -> None:
+    up = env.up()
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert re.search(r"READY — 127\.0\.0\.1:6688 on tkt-h1 answered: '.+'", up.stdout)
+    # The NIC was not in the inventory: detected and shown.
+    assert "detected tkt-" in up.stdout or "detected eth" in up.stdout or "detected" in up.stdout
+    h1, _h2, h3, _h4 = env.hosts
+    assert {8000, 8998, 5000, 6688}.issubset(listening(h1))
+    assert 8001 in listening(h3) and 5000 in listening(h3)
+
+    status = env.run("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    for name in ("prefill0.0", "prefill0.1", "decode0.0", "decode0.1", "router"):
+        assert re.search(rf"{name}\s.*yes\s+│\s+200", status.stdout), status.stdout
+
+    logs = env.run("logs", "decode0.1", "-n", "5")
+    assert logs.returncode == 0
+    assert "decode0.1.log" in logs.stdout and "GET /health" in logs.stdout
+
+    # Launch scripts are owner-only and sit in the run directory under the workdir.
+    run_dir = next((env.workdirs[h1.name] / "runs").iterdir())
+    mode = stat.S_IMODE((run_dir / "prefill0.0.sh").stat().st_mode)
+    assert mode == 0o700
+
+    down = env.run("down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "stop — stopped" in down.stdout
+    assert not run_processes([h.name for h in env.hosts])
+    for host in env.hosts:
+        assert not {8000, 8001, 8998, 5000, 6688} & listening(host)
+    assert (run_dir / "prefill0.0.log").is_file()  # logs are kept
+
+    again = env.run("down")
+    assert again.returncode == 0
+    assert again.stdout.count("nothing to stop") == 4
+
+
+def test_secrets_reach_only_the_owner_only_script(env: Env) -> None:
+    secret = "hf_TopSecretValue123"
+    up = env.up("--set", f"env.HF_TOKEN={secret}")
+    assert up.returncode == 0, up.stdout + up.stderr
+    h1 = env.hosts[0]
+    run_dir = next((env.workdirs[h1.name] / "runs").iterdir())
+    script = run_dir / "prefill0.0.sh"
+    assert secret in script.read_text()
+    assert stat.S_IMODE(script.stat().st_mode) == 0o700
+    state = Path(env.env["HOME"]) / ".local" / "state" / "toolkit"
+    written = [p for p in state.rglob("*") if p.is_file()] + [run_dir / "run.json"]
+    for path in written:
+        assert secret not in path.read_text(), path
+    assert secret not in up.stdout + up.stderr
+    plan = env.run(
+        "plan",
+        "-p",
+        PROFILE,
+        "-i",
+        str(env.inventory),
+        "--format",
+        "json",
+        "--set",
+        f"env.HF_TOKEN={secret}",
+    )
+    assert secret not in plan.stdout and json.loads(plan.stdout)["nodes"][0]["env"]["HF_TOKEN"]
+
+
+def test_a_dying_node_is_reported_at_once_and_the_run_stopped(env: Env) -> None:
+    # Decode nodes die 1 s into a 30 s "weight load"; the readiness timeout is 300 s.
+    up = env.run(
+        "up",
+        "-p",
+        PROFILE,
+        "-i",
+        str(env.inventory),
+        "--rehearse",
+        "--load-seconds",
+        "30",
+        "--timeout",
+        "300",
+        "--set",
+        "roles.decode.env.TOOLKIT_REHEARSAL_FAIL_AFTER_SECONDS=1",
+    )
+    assert up.returncode != 0
+    out = up.stdout + up.stderr
+    assert "decode0.0 on tkt-h3 failed" in out
+    assert "command:" in out and "--disaggregation-mode decode" in out
+    assert "log lines" in out
+    assert "failed and was stopped" in out
+    assert not run_processes([h.name for h in env.hosts])
+
+
+def test_second_up_refuses_and_names_the_run(env: Env) -> None:
+    first = env.up()
+    assert first.returncode == 0, first.stdout + first.stderr
+    run_id = re.search(r"run (\S+)", first.stdout).group(1)
+    second = env.up("--skip-check")
+    assert second.returncode != 0
+    assert f"toolkit run {run_id} is running here" in second.stdout
+    assert "nothing was changed" in second.stdout + second.stderr
+
+
+def test_down_works_from_the_hosts_when_local_state_is_lost(env: Env) -> None:
+    up = env.up()
+    assert up.returncode == 0, up.stdout + up.stderr
+    shutil.rmtree(Path(env.env["HOME"]) / ".local" / "state")
+    lost = env.run("down")
+    assert "nothing to stop" in lost.stdout  # no local record, and said so
+    down = env.run("down", "-i", str(env.inventory))
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not run_processes([h.name for h in env.hosts])
+
+
+def test_unreachable_host_is_reported_and_nothing_changes(env: Env, tmp_path: Path) -> None:
+    dead = env.cluster.unreachable_host()
+    inv = env.cluster.write_inventory(
+        tmp_path / "dead.yaml",
+        {"prefill": env.hosts[:2], "decode": [env.hosts[2], dead]},
+        {"model_path": "/m", "python": sys.executable},
+        workdirs=env.workdirs,
+    )
+    up = env.up(inventory=inv)
+    assert up.returncode != 0
+    assert re.search(rf"unreachable: \[{dead.name}\] connect", up.stdout)
+    assert re.search(r"tkt-h1\s+│\s+0\s+│\s+0\s+│\s+0\s+│\s+0\s+│\s+0", up.stdout) is None
+    assert "unreachable hosts: nothing was changed" in up.stdout + up.stderr
+    assert not run_processes([h.name for h in env.hosts])
+
+
+def test_check_mode_and_nic_errors(env: Env, tmp_path: Path) -> None:
+    check = env.up("--check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "check mode: nothing was changed" in check.stdout
+    assert not run_processes([h.name for h in env.hosts])
+    inv = env.cluster.write_inventory(
+        tmp_path / "badnic.yaml",
+        {"prefill": env.hosts[:2], "decode": env.hosts[2:4]},
+        {"model_path": "/m", "python": sys.executable, "nic": "enp99s0"},
+        workdirs=env.workdirs,
+    )
+    bad = env.up("--skip-check", inventory=inv)  # the executor guards on its own too
+    assert bad.returncode != 0
+    assert "failed: [tkt-h1] nic — interface enp99s0 does not exist on this host" in bad.stdout
+
+
+def test_unknown_host_key_is_refused_unless_accepted(env: Env) -> None:
+    (Path(env.env["HOME"]) / ".ssh" / "known_hosts").write_text("")
+    refused = env.up("--check")
+    assert refused.returncode != 0
+    assert "host key unknown" in refused.stdout and "--accept-new-host-keys" in refused.stdout
+    accepted = env.up("--check", "--accept-new-host-keys")
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    known = (Path(env.env["HOME"]) / ".ssh" / "known_hosts").read_text()
+    assert all(h.address in known for h in env.hosts)
+
+
+def test_become_through_sudo_for_a_non_root_login(env: Env, tmp_path: Path) -> None:
+    user = env.cluster.create_sudo_user()
+    for path in env.workdirs.values():
+        os.chown(path, *_ids(user))
+    inv = env.cluster.write_inventory(
+        tmp_path / "sudo.yaml",
+        {"prefill": env.hosts[:2], "decode": env.hosts[2:4]},
+        {
+            "model_path": "/m",
+            "python": sys.executable,
+            "ansible_user": user,
+            "ansible_become": True,
+        },
+        workdirs=env.workdirs,
+    )
+    check = env.up("--check", "--skip-check", inventory=inv)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "sysctl vm.swappiness" in check.stdout
+
+
+def _ids(user: str) -> tuple[int, int]:
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
