@@ -54,7 +54,7 @@ def env(
         yield e
     finally:
         e.run("down", "-i", str(e.inventory), timeout=120)
-        leftovers = kill_leftovers([h.name for h in ssh_cluster.hosts])
+        leftovers = kill_leftovers(ssh_cluster.hosts)
         assert not leftovers, f"processes survived `toolkit down`: {leftovers}"
 
 
@@ -90,7 +90,7 @@ def test_up_status_logs_down(env: Env) -> None:
     down = env.run("down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert "stop — stopped" in down.stdout
-    assert not run_processes([h.name for h in env.hosts])
+    assert not run_processes(env.hosts)
     for host in env.hosts:
         assert not {8000, 8001, 8998, 5000, 6688} & listening(host)
     assert (run_dir / "prefill0.0.log").is_file()  # logs are kept
@@ -150,7 +150,7 @@ def test_a_dying_node_is_reported_at_once_and_the_run_stopped(env: Env) -> None:
     assert "command:" in out and "--disaggregation-mode decode" in out
     assert "log lines" in out
     assert "failed and was stopped" in out
-    assert not run_processes([h.name for h in env.hosts])
+    assert not run_processes(env.hosts)
 
 
 def test_second_up_refuses_and_names_the_run(env: Env) -> None:
@@ -171,7 +171,7 @@ def test_down_works_from_the_hosts_when_local_state_is_lost(env: Env) -> None:
     assert "nothing to stop" in lost.stdout  # no local record, and said so
     down = env.run("down", "-i", str(env.inventory))
     assert down.returncode == 0, down.stdout + down.stderr
-    assert not run_processes([h.name for h in env.hosts])
+    assert not run_processes(env.hosts)
 
 
 def test_unreachable_host_is_reported_and_nothing_changes(env: Env, tmp_path: Path) -> None:
@@ -187,14 +187,14 @@ def test_unreachable_host_is_reported_and_nothing_changes(env: Env, tmp_path: Pa
     assert re.search(rf"unreachable: \[{dead.name}\] connect", up.stdout)
     assert re.search(r"tkt-h1\s+│\s+0\s+│\s+0\s+│\s+0\s+│\s+0\s+│\s+0", up.stdout) is None
     assert "unreachable hosts: nothing was changed" in up.stdout + up.stderr
-    assert not run_processes([h.name for h in env.hosts])
+    assert not run_processes(env.hosts)
 
 
 def test_check_mode_and_nic_errors(env: Env, tmp_path: Path) -> None:
     check = env.up("--check")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "check mode: nothing was changed" in check.stdout
-    assert not run_processes([h.name for h in env.hosts])
+    assert not run_processes(env.hosts)
     inv = env.cluster.write_inventory(
         tmp_path / "badnic.yaml",
         {"prefill": env.hosts[:2], "decode": env.hosts[2:4]},
@@ -218,7 +218,7 @@ def test_unknown_host_key_is_refused_unless_accepted(env: Env) -> None:
 
 
 def test_become_through_sudo_for_a_non_root_login(env: Env, tmp_path: Path) -> None:
-    user = env.cluster.create_sudo_user()
+    user = env.cluster.create_sudo_user("become")
     for path in env.workdirs.values():
         os.chown(path, *_ids(user))
     inv = env.cluster.write_inventory(

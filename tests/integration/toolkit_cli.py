@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from netns import TestHost
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,9 +31,10 @@ def toolkit(
     )
 
 
-def run_processes(hosts: list[str]) -> list[int]:
-    """PIDs started by toolkit for these inventory hosts (their env names the host)."""
-    wanted = [f"TOOLKIT_HOST={h}".encode() for h in hosts]
+def run_processes(hosts: list[TestHost]) -> list[int]:
+    """PIDs started by toolkit for these hosts (TOOLKIT_HOST=<name>@<address>, so another
+    test session's hosts of the same names are left alone)."""
+    wanted = [f"TOOLKIT_HOST={h.name}@{h.address}".encode() for h in hosts]
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -39,18 +43,17 @@ def run_processes(hosts: list[str]) -> list[int]:
             env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(w in env for w in wanted) and any(e.startswith(b"TOOLKIT_RUN_ID=") for e in env):
+        tagged = any(w in env for w in wanted)
+        if tagged and any(e.startswith(b"TOOLKIT_RUN_ID=") for e in env):
             found.append(int(entry))
     return found
 
 
-def kill_leftovers(hosts: list[str]) -> list[int]:
+def kill_leftovers(hosts: list[TestHost]) -> list[int]:
     """Last-resort cleanup for a failed test; returns what had to be killed."""
     pids = run_processes(hosts)
     for pid in pids:
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(os.getpgid(pid), signal.SIGKILL)
-        except OSError:
-            pass
     time.sleep(0.2 if pids else 0)
     return pids

@@ -53,6 +53,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 def _register() -> None:
     from toolkit.cli import (
         bench_cmd,
+        check_cmd,
         down_cmd,
         logs_cmd,
         plan_cmd,
@@ -61,7 +62,17 @@ def _register() -> None:
         up_cmd,
     )
 
-    for module in (profiles_cmd, plan_cmd, up_cmd, bench_cmd, status_cmd, logs_cmd, down_cmd):
+    commands = (
+        profiles_cmd,
+        plan_cmd,
+        check_cmd,
+        up_cmd,
+        bench_cmd,
+        status_cmd,
+        logs_cmd,
+        down_cmd,
+    )
+    for module in commands:
         main.add_command(module.command)
 
 

@@ -16,7 +16,7 @@ from toolkit.bench.verdict import Status, parse_slos
 from toolkit.cli.run_options import host_key_option, run_option
 from toolkit.errors import ToolkitError
 from toolkit.executor import state
-from toolkit.executor.bench import BenchOptions, BenchSession, expected_output_len
+from toolkit.executor.bench import BenchFailed, BenchOptions, BenchSession, expected_output_len
 from toolkit.profiles import parse_override
 from toolkit.render.bench import render_comparison, render_result, render_sweep, render_verdict
 
@@ -92,7 +92,11 @@ def command(
     out = results_dir / record.run_id / time.strftime("%Y%m%d-%H%M%S")
     with BenchSession(record, options, console) as bench:
         if sweep is None:
-            run = bench.run({}, "bench", out)
+            try:
+                run = bench.run({}, "bench", out)
+            except BenchFailed as exc:
+                console.print(f"[bold yellow]INVALID[/]  {exc}", highlight=False)
+                sys.exit(1)
             render_result(run.result, console)
             render_verdict(run.verdict, console)
             console.print(f"result: {run.path}")
@@ -101,10 +105,15 @@ def command(
         results = {}
         for value in spec.values:
             flag = spec.flag.removeprefix("--")
-            run = bench.run({flag: _number(value)}, spec.label(value).replace("=", ""), out)
+            try:
+                run = bench.run({flag: _number(value)}, spec.label(value).replace("=", ""), out)
+            except BenchFailed as exc:
+                console.print(f"[bold yellow]INVALID[/]  {spec.label(value)}: {exc}")
+                continue
             render_verdict(run.verdict, console, label=spec.label(value))
             results[value] = run.result
-        built = build_sweep(spec, results, bench.slos(), expected_output_len(run.argv))
+        expected = expected_output_len(bench.argv({}, ""))
+        built = build_sweep(spec, results, bench.slos(), expected)
     render_sweep(built, console)
     console.print(built.saturation_text())
     files = write_report(out, built, record.plan["profile"], record.run_id)

@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 
 from toolkit.cli.options import inventory_option, make_plan, profile_options
+from toolkit.executor.check_flags import local_options, translate_plan
 from toolkit.render.plan_text import render_plan
 from toolkit.render.scripts import write_scripts
 
@@ -28,6 +29,11 @@ from toolkit.render.scripts import write_scripts
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory for --format sh scripts (default: ./plan-<profile>).",
 )
+@click.option(
+    "--translate-flags",
+    is_flag=True,
+    help="Apply known flag renames for the engine installed here (listed as notes).",
+)
 def command(
     profile: str,
     overrides: tuple[str, ...],
@@ -35,9 +41,13 @@ def command(
     inventory: Path,
     fmt: str,
     out: Path | None,
+    translate_flags: bool,
 ) -> None:
     """Plan PROFILE on INVENTORY: ranks, ports, env, argv, router wiring, benchmark."""
     plan = make_plan(inventory, profile, overrides, profiles_dirs)
+    if translate_flags:
+        options = local_options(plan.engine)
+        plan, _ = translate_plan(plan, dict.fromkeys(plan.hosts, options))
     console = Console()
     if fmt == "json":
         click.echo(plan.to_json())

@@ -22,6 +22,10 @@ from toolkit.executor.up import UpOptions, up
 @click.option("--timeout", type=float, help="Readiness timeout in seconds (default: profile).")
 @click.option("--tpot-ms", type=float, help="Rehearsal: simulated time per output token.")
 @click.option("--load-seconds", type=float, help="Rehearsal: simulated weight-loading time.")
+@click.option("--skip-check", is_flag=True, help="Launch without running `toolkit check` first.")
+@click.option(
+    "--translate-flags", is_flag=True, help="Launch with known flag renames applied (see check)."
+)
 @host_key_option
 def command(
     profile: str,
@@ -34,9 +38,13 @@ def command(
     timeout: float | None,
     tpot_ms: float | None,
     load_seconds: float | None,
+    skip_check: bool,
+    translate_flags: bool,
     accept_new_host_keys: bool,
 ) -> None:
-    """Tune the hosts, launch every node, wait for /health, start the router, smoke-test."""
+    """Check, tune the hosts, launch every node, wait for /health, start the router, smoke."""
+    if skip_check and translate_flags:
+        raise click.UsageError("--translate-flags reads each host's engine in the check")
     extra = list(overrides)
     if tpot_ms is not None:
         extra.append(f"rehearsal.tpot_ms={tpot_ms}")
@@ -49,6 +57,8 @@ def command(
         accept_new_host_keys=accept_new_host_keys,
         keep_on_failure=keep_on_failure,
         timeout_s=timeout,
+        skip_check=skip_check,
+        translate_flags=translate_flags,
     )
     up(plan, options, Console())
     sys.exit(0)

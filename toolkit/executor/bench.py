@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ class BenchOptions:
     slos: tuple[str, ...] = ()
     results_dir: Path = Path("results")
     accept_new_host_keys: bool = False
+
+
+class BenchFailed(ToolkitError):
+    """bench_serving itself failed: no result to judge, so the run is INVALID."""
 
 
 @dataclass(frozen=True)
@@ -189,10 +194,14 @@ class BenchSession:
             markup=True,
         )
 
+        last: deque[str] = deque(maxlen=3)
+
         def show(progress: dict[str, Any]) -> None:
             line = progress.get("line", "")
             if line:
                 self.console.print("  " + line, markup=False, highlight=False)
+                if "Error" in line or "error" in line or "failed" in line:
+                    last.append(line.strip()[:300])
 
         results = self.session.agent(
             [
@@ -205,8 +214,9 @@ class BenchSession:
         run_result = next(r for r in results if r["task"].startswith("run "))
         fetched = next((r for r in results if r["task"] == "read_file"), None)
         if run_result["status"] != "ok" or fetched is None or fetched["status"] != "ok":
-            raise ToolkitError(
-                f"bench_serving failed on {self.plan.bench.host} ({run_result['msg']}); "
+            cause = f": {last[-1]}" if last else ""
+            raise BenchFailed(
+                f"bench_serving failed on {self.plan.bench.host} ({run_result['msg']}){cause}; "
                 f"its output is above and in {log}"
             )
         local_dir.mkdir(parents=True, exist_ok=True)

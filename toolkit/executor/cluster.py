@@ -31,6 +31,13 @@ class HostWork:
         return bool(self.nodes)
 
     @property
+    def tag(self) -> str:
+        """The TOOLKIT_HOST value in each process's environment: `down` finds a run's
+        processes by it, and name@address stays unique where hosts share a process table
+        (a local rehearsal, test namespaces)."""
+        return f"{self.name}@{self.connection.address}"
+
+    @property
     def machine(self) -> str:
         """Hosts reached locally are one machine (one kernel to tune), whatever address."""
         return "localhost" if self.connection.local else self.connection.address

@@ -37,7 +37,7 @@ def _stop_ops(
         {
             "op": "stop",
             "run_id": run_id,
-            "host": work.name,
+            "host": work.tag,
             "grace": STOP_GRACE_S,
             "pidfiles": pidfiles,
             "ports": ports,

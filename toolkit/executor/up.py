@@ -6,6 +6,7 @@ values recorded) → launch (owner-only launch scripts, detached start in their 
 group) → wait (/health on every node, live view; a dead process is reported at once) →
 router (start, /readiness) → smoke request. Nothing is changed on any host until every
 host has passed prepare; `check` stops after showing what tune would change.
+Before prepare, `toolkit check` runs on the same connections (unless skip_check): a ✘ stops.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 from toolkit.errors import ToolkitError
 from toolkit.executor import state
+from toolkit.executor.check import CheckOptions, preflight
 from toolkit.executor.cluster import Cluster, HostWork, file_op, host_work
 from toolkit.executor.session import Session
 from toolkit.plan import NodePlan, Plan
@@ -47,6 +50,8 @@ class UpOptions:
     accept_new_host_keys: bool = False
     keep_on_failure: bool = False
     timeout_s: float | None = None
+    skip_check: bool = False
+    translate_flags: bool = False
 
 
 def _role_defaults(role: str) -> dict[str, Any]:
@@ -72,6 +77,10 @@ def up(plan: Plan, options: UpOptions, console: Console) -> state.RunRecord | No
     try:
         if cluster.connect(recap):
             _fail(console, recap, "unreachable hosts: nothing was changed")
+        if not options.skip_check:  # `toolkit check` first; a ✘ raises CheckFailed
+            checks = CheckOptions(options.rehearse, options.translate_flags)
+            plan = preflight(cluster, plan, checks, console)
+            record.plan = plan.to_dict(mask=True)
         _prepare(cluster, plan, record, recap)
         if recap.failures():
             _fail(console, recap, "preflight failed: nothing was changed")
@@ -138,7 +147,7 @@ def _listeners(work: HostWork, plan: Plan) -> list[dict[str, Any]]:
 def _prepare(cluster: Cluster, plan: Plan, record: state.RunRecord, recap: Recap) -> None:
     def prepare(session: Session, work: HostWork) -> list[dict[str, Any]]:
         ops: list[dict[str, Any]] = [
-            {"op": "active_run", "workdir": work.workdir, "host": work.name},
+            {"op": "active_run", "workdir": work.workdir, "host": work.tag},
             {"op": "ports_free", "ports": _listeners(work, plan)},
         ]
         if work.nodes and (work.nodes[0].nic or work.nodes[0].nic_env):
@@ -246,7 +255,7 @@ def _launch(
         for node in (n for n in nodes if n.host == work.name):
             paths = state.node_files(work.workdir, record.run_id, node)
             argv = rehearsal_argv(plan, node, engine, plan.rehearsal) if options.rehearse else None
-            script = node_script(plan, node, _script_options(record, work.name, node.name, argv))
+            script = node_script(plan, node, _script_options(record, work.tag, node.name, argv))
             files.append((paths["script"], script, "700"))
             starts.append({"op": "start", "name": node.name, **paths})
         remote = {
@@ -387,7 +396,7 @@ def _show_failure(console: Console, name: str, host: str, node: Any, entry: dict
     argv = getattr(node, "argv", [])
     command = mask_text(shlex.join(argv), env) if argv else "(unknown)"
     console.rule(f"[bold red]{name} on {host} failed[/]")
-    console.print(f"[bold]command:[/] {command}", highlight=False, markup=False)
+    console.print(Text("command: ", style="bold") + Text(command), highlight=False)
     if env:
         masked = mask_env(env)
         console.print(
@@ -432,7 +441,7 @@ def _start_router(cluster: Cluster, plan: Plan, record: state.RunRecord, recap: 
     work = cluster.hosts[router.host]
     paths = state.process_files(work.workdir, record.run_id, "router")
     script = process_script(
-        plan, "router", router, _script_options(record, work.name, "router", None)
+        plan, "router", router, _script_options(record, work.tag, "router", None)
     )
     ops = [file_op([(paths["script"], script, "700")]), {"op": "start", "name": "router", **paths}]
     cluster.each([router.host], lambda s, w: s.agent(ops), recap)

@@ -299,11 +299,15 @@ def task_write_files(args, check):
         path = item["path"]
         os.makedirs(os.path.dirname(path), exist_ok=True)
         data = base64.b64decode(item["b64"])
-        # Create with the final mode so a secret is never readable, even briefly.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, int(item.get("mode", "600"), 8))
+        mode = int(item.get("mode", "600"), 8)
+        # Create with the final mode so a secret is never readable, even briefly, and
+        # rename into place so a reader never sees a half-written file.
+        tmp = "%s.%d.tmp" % (path, os.getpid())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.chmod(path, int(item.get("mode", "600"), 8))
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
         written.append(path)
     return result("write_files", "changed", "wrote %d files" % len(written), paths=written)
 

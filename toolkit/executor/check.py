@@ -1,0 +1,325 @@
+"""`toolkit check`: the preflight, every host in parallel, in a few seconds.
+
+Four rounds of one SSH command per host each, run at once on every host:
+
+1. probe: clock, uid, `sudo -n true` (when become is set), then the stdlib probe
+   (`remote_probe.py`) with the planned python, or python3 when that is missing;
+2. flags: the static flag extractor run on one host per distinct engine build (cached
+   locally by the probe's sha256 of `server_args.py`), concurrently with
+3. reachability: short-lived listeners on the targets (one program per host, answering a
+   nonce, `LISTENER_LIFETIME_S` at most), one connector per source host (each connect
+   bounded by `CONNECT_TIMEOUT_S`), then the listeners stopped;
+4. judging, pure (`check_cluster.judge`), into a `CheckReport`.
+
+`up` calls `preflight` on its already-open connections and refuses to launch on a ✘.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+
+from toolkit.errors import ToolkitError
+from toolkit.executor import check_flags
+from toolkit.executor import check_remote as remote
+from toolkit.executor.check_cluster import Context, judge
+from toolkit.executor.check_facts import CheckReport, HostFacts
+from toolkit.executor.check_plan import Route, node_model_path, routes
+from toolkit.executor.cluster import Cluster, HostWork, host_work
+from toolkit.executor.session import Session, Unreachable, parallel
+from toolkit.plan import Plan
+from toolkit.preflight.flags import EngineOptions
+from toolkit.preflight.remote_probe import parse_probe_output, probe_script
+from toolkit.render.run import Recap
+
+CONNECT_TIMEOUT_S = 2.0
+LISTENER_LIFETIME_S = 30.0
+MAX_MODEL_FILES = 5000
+
+
+class CheckFailed(ToolkitError):
+    """The preflight found a ✘; the table above says where and how to fix it."""
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    rehearse: bool = False
+    translate_flags: bool = False
+    accept_new_host_keys: bool = False
+
+
+def check(plan: Plan, options: CheckOptions) -> CheckReport:
+    """Connect to every host of the plan, run every check, close."""
+    cluster = Cluster(host_work(plan), Console(quiet=True), options.accept_new_host_keys)
+    try:
+        recap = Recap(Console(quiet=True))
+        cluster.connect(recap)
+        down = {r.host: r.msg for r in recap.results if r.status == "unreachable"}
+        return run_checks(cluster, plan, options, down)
+    finally:
+        cluster.close()
+
+
+def preflight(cluster: Cluster, plan: Plan, options: CheckOptions, console: Console) -> Plan:
+    """For `up`: check on open connections, print the table; the plan to launch, or raise."""
+    from toolkit.render.check import render_check
+
+    console.print("preflight: `toolkit check` on every host (skip with --skip-check)")
+    report = run_checks(cluster, plan, options)
+    render_check(report, console)
+    if not report.ok:
+        raise CheckFailed(
+            "preflight check failed (✘ above): nothing was started; fix it, or pass "
+            "--skip-check to launch anyway"
+        )
+    return report.plan
+
+
+def run_checks(
+    cluster: Cluster, plan: Plan, options: CheckOptions, unreachable: dict[str, str] | None = None
+) -> CheckReport:
+    started = time.monotonic()
+    facts = gather_facts(cluster, plan, options.rehearse, unreachable or {})
+    need_flags = options.translate_flags or not options.rehearse
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        engine_job = pool.submit(engine_options, cluster, plan, facts) if need_flags else None
+        reach = measure_routes(cluster, routes(plan), facts)
+        found = engine_job.result() if engine_job else {}
+    translations: dict[str, list[str]] = {}
+    if options.translate_flags:
+        usable = {h: o for h, o in found.items() if isinstance(o, EngineOptions)}
+        plan, translations = check_flags.translate_plan(plan, usable)
+    ctx = Context(
+        plan=plan,
+        hosts=cluster.hosts,
+        facts=facts,
+        rehearse=options.rehearse,
+        options=found,
+        reach=reach,
+        translations=translations,
+    )
+    return CheckReport(
+        profile=plan.profile,
+        rehearse=options.rehearse,
+        hosts=list(cluster.hosts),
+        findings=judge(ctx),
+        plan=plan,
+        translated=options.translate_flags,
+        elapsed_s=time.monotonic() - started,
+    )
+
+
+# ----------------------------------------------------------------------------- probe
+
+
+def probe_params(plan: Plan, work: HostWork, rehearse: bool) -> dict[str, Any]:
+    serving = work.serving
+    model = node_model_path(work.nodes[0], plan) if serving and not rehearse else None
+    return {
+        "model_dir": model,
+        "max_files": MAX_MODEL_FILES,
+        "disk_paths": [work.workdir],
+        "files": list(dict.fromkeys(p for node in work.nodes for p in node.source)),
+        "run_smi": serving and not rehearse,
+    }
+
+
+def gather_facts(
+    cluster: Cluster, plan: Plan, rehearse: bool, unreachable: dict[str, str]
+) -> dict[str, HostFacts]:
+    facts = {
+        name: HostFacts(name, unreachable=unreachable.get(name), python=work.python)
+        for name, work in cluster.hosts.items()
+    }
+    names = [n for n in cluster.hosts if n in cluster.sessions and n not in unreachable]
+    outcomes = parallel(
+        names, lambda n: _probe(cluster.sessions[n], cluster.hosts[n], plan, rehearse, facts[n])
+    )
+    for name, outcome in zip(names, outcomes, strict=True):
+        if isinstance(outcome, Unreachable):
+            facts[name].unreachable = str(outcome)
+        elif isinstance(outcome, Exception):
+            facts[name].probe_error = f"{type(outcome).__name__}: {outcome}"
+    for name in cluster.hosts:
+        if name not in cluster.sessions and facts[name].unreachable is None:
+            facts[name].unreachable = "not connected"
+    return facts
+
+
+def _probe(session: Session, work: HostWork, plan: Plan, rehearse: bool, facts: HostFacts) -> None:
+    params = probe_params(plan, work, rehearse)
+    facts.sudo_needed = session.sudo
+    command = remote.probe_command(work.python, params, sudo=session.sudo)
+    clock: list[tuple[str, float]] = []
+
+    def on_line(line: str) -> None:
+        if line.startswith(remote.CLOCK) and not clock:
+            clock.append((line[len(remote.CLOCK) :], time.time()))
+
+    sent = time.time()
+    rc, out, err = session.run(command, stdin=probe_script(), on_line=on_line)
+    for line in out.splitlines():
+        if line.startswith(remote.UID) and line[len(remote.UID) :].strip().isdigit():
+            facts.uid = int(line[len(remote.UID) :])
+        elif line.startswith(remote.SUDO):
+            facts.sudo = line[len(remote.SUDO) :].strip()
+        elif line.strip() == remote.NO_PYTHON:
+            facts.python_missing = True
+    if clock:
+        try:
+            remote_now = float(clock[0][0])
+        except ValueError:
+            remote_now = None
+        if remote_now is not None:
+            facts.clock_offset = remote_now - (sent + clock[0][1]) / 2
+            facts.clock_error = (clock[0][1] - sent) / 2
+    try:
+        facts.probe = parse_probe_output(out)
+    except ValueError:
+        tail = " / ".join(err.strip().splitlines()[-3:]) or f"exit status {rc}"
+        facts.probe_error = f"the probe failed on {work.name}: {tail}"
+
+
+# ----------------------------------------------------------------------------- flags
+
+
+def engine_options(
+    cluster: Cluster, plan: Plan, facts: dict[str, HostFacts]
+) -> dict[str, EngineOptions | str]:
+    """Each serving host's engine flags (or why unknown), one extraction per engine build."""
+    engine = plan.engine
+    found: dict[str, EngineOptions | str] = {}
+    groups: dict[str, list[str]] = {}
+    for name, work in cluster.hosts.items():
+        info = facts[name].package(engine) if work.serving and facts[name].ok else {}
+        if not info.get("version") or not info.get("path"):
+            if work.serving and facts[name].ok:
+                found[name] = f"{engine} is not installed for {facts[name].python}"
+            continue
+        source = facts[name].section("sglang_source") or {}
+        key = check_flags.cache_key(engine, info["version"], source.get("server_args_sha256"))
+        groups.setdefault(key or f"host:{name}", []).append(name)
+    todo = []
+    for key, names in groups.items():
+        hit = check_flags.cached(key)
+        if hit is not None:
+            found.update(dict.fromkeys(names, hit))
+        else:
+            todo.append(key)
+
+    def extract(key: str) -> EngineOptions | str:
+        first = groups[key][0]
+        path = facts[first].package(engine)["path"]
+        result = check_flags.extract_remote(
+            cluster.sessions[first], facts[first].interpreter, engine, path
+        )
+        if isinstance(result, EngineOptions) and not key.startswith("host:"):
+            check_flags.store(key, result)
+        return result
+
+    for key, outcome in zip(todo, parallel(todo, extract), strict=True):
+        text = f"cannot read the flags: {outcome}" if isinstance(outcome, Exception) else outcome
+        found.update(dict.fromkeys(groups[key], text))
+    return found
+
+
+# ----------------------------------------------------------------------------- reachability
+
+
+def measure_routes(
+    cluster: Cluster, wanted: list[Route], facts: dict[str, HostFacts]
+) -> dict[str, dict[str, Any]]:
+    """Listen on every target, connect from every source, stop the listeners."""
+    outcomes: dict[str, dict[str, Any]] = {}
+    live = []
+    for route in wanted:
+        down = [h for h in (route.source, route.target) if not facts[h].ok]
+        if down:
+            outcomes[route.key] = {"skipped": f"{down[0]} gave no facts (see ssh/python)"}
+        else:
+            live.append(route)
+    specs: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}
+    for route in live:
+        spec = specs.setdefault(route.target, {})
+        if (route.bind, route.port) not in spec:
+            spec[(route.bind, route.port)] = {
+                "id": f"{route.bind}:{route.port}",
+                "bind": route.bind,
+                "port": route.port,
+                "nonce": secrets.token_hex(8),
+            }
+    targets = list(specs)
+    started = dict(
+        zip(targets, parallel(targets, lambda t: _listen(cluster, facts, t, specs[t])), strict=True)
+    )
+    try:
+        dials = _connect_all(cluster, facts, live, specs, started, outcomes)
+    finally:
+        stops = [(t, s["pid"]) for t, s in started.items() if isinstance(s, dict) and s.get("pid")]
+        parallel(stops, lambda item: _stop(cluster, facts, *item))
+    outcomes.update(dials)
+    return outcomes
+
+
+def _listen(cluster: Cluster, facts: dict[str, HostFacts], target: str, spec: dict) -> dict:
+    argument = json.dumps({"listen": list(spec.values()), "lifetime": LISTENER_LIFETIME_S})
+    command = remote.program_command(facts[target].interpreter, argument)
+    rc, out, err = cluster.sessions[target].run(command, stdin=remote.LISTEN)
+    try:
+        return json.loads(out.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        tail = " / ".join(err.strip().splitlines()[-2:]) or f"exit status {rc}"
+        return {"bound": [], "errors": {}, "failed": f"the listener did not start: {tail}"}
+
+
+def _connect_all(
+    cluster: Cluster,
+    facts: dict[str, HostFacts],
+    live: list[Route],
+    specs: dict[str, dict],
+    started: dict[str, Any],
+    outcomes: dict[str, dict[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for route in live:
+        spec = specs[route.target][(route.bind, route.port)]
+        listener = started.get(route.target)
+        if isinstance(listener, Exception) or "failed" in listener:
+            why = listener if isinstance(listener, Exception) else listener["failed"]
+            outcomes[route.key] = {"skipped": f"no listener on {route.target}: {why}"}
+        elif spec["id"] in listener.get("errors", {}):
+            error = listener["errors"][spec["id"]]
+            if "in use" in error:
+                outcomes[route.key] = {"skipped": f"{error} (held: see ports)"}
+            else:
+                outcomes[route.key] = {"ok": False, "error": f"on {route.target}, {error}"}
+        else:
+            target = {"id": route.key, "address": route.address, "port": route.port}
+            by_source.setdefault(route.source, []).append({**target, "nonce": spec["nonce"]})
+    sources = list(by_source)
+
+    def dial(source: str) -> dict[str, Any]:
+        argument = json.dumps({"targets": by_source[source], "timeout": CONNECT_TIMEOUT_S})
+        command = remote.program_command(facts[source].interpreter, argument)
+        _, out, _ = cluster.sessions[source].run(command, stdin=remote.CONNECT)
+        return json.loads(out.strip().splitlines()[-1])
+
+    results: dict[str, dict[str, Any]] = {}
+    for source, outcome in zip(sources, parallel(sources, dial), strict=True):
+        if isinstance(outcome, Exception):
+            why = f"the connector failed on {source}: {outcome}"
+            results.update({t["id"]: {"skipped": why} for t in by_source[source]})
+        else:
+            results.update(outcome)
+    return results
+
+
+def _stop(cluster: Cluster, facts: dict[str, HostFacts], target: str, pid: int) -> None:
+    command = remote.program_command(facts[target].interpreter, str(pid))
+    cluster.sessions[target].run(command, stdin=remote.STOP)

@@ -1,0 +1,269 @@
+"""Judging one host's facts: each check reads facts, compares with the plan, says why.
+
+Pure (no SSH): every function takes the plan, the host's `HostWork` and `HostFacts`, and
+returns a `Finding` (✔ ok, ✘ failed with the reason and the fix, – skipped with why) or
+None where the check does not apply to the host (no router here, nothing to source).
+Checks that compare hosts with each other live in `check_cluster.py`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from toolkit.executor.check_facts import Finding, HostFacts
+from toolkit.executor.check_plan import cards_per_node, is_ip, planned_ports, short_bytes
+from toolkit.executor.cluster import HostWork
+from toolkit.plan import Plan
+from toolkit.preflight.accelerators import compare_with_need, parse_npu_smi, parse_nvidia_smi
+
+MIN_FREE_BYTES = 1 << 30  # logs and launch scripts; a long run's logs fit easily
+_TOOLS = {
+    "ascend": ("npu-smi", "npu_smi", parse_npu_smi),
+    "cuda": ("nvidia-smi", "nvidia_smi", parse_nvidia_smi),
+}
+
+
+def ssh(work: HostWork, facts: HostFacts) -> Finding:
+    conn = work.connection
+    where = (
+        "local"
+        if conn.local
+        else f"{conn.user + '@' if conn.user else ''}{conn.address}:{conn.port}"
+    )
+    if facts.unreachable:
+        return Finding(work.name, "ssh", "failed", "unreachable", facts.unreachable)
+    return Finding(work.name, "ssh", "ok", "local" if conn.local else "ok", where)
+
+
+def sudo(work: HostWork, facts: HostFacts) -> Finding:
+    host = work.name
+    tuning = work.serving and not work.nodes[0].tuning.empty
+    if facts.sudo_needed:
+        if facts.sudo == "ok":
+            return Finding(host, "sudo", "ok", "sudo -n", "passwordless sudo works")
+        user = work.connection.user or "the login user"
+        return Finding(
+            host,
+            "sudo",
+            "failed",
+            "sudo refused",
+            f"ansible_become is set but `sudo -n true` failed: {facts.sudo}",
+            f"let {user} run sudo without a password (NOPASSWD in /etc/sudoers.d), or log in "
+            "as root",
+        )
+    if facts.uid == 0:
+        return Finding(host, "sudo", "ok", "root", "logged in as root: no sudo needed")
+    if tuning:
+        return Finding(
+            host,
+            "sudo",
+            "failed",
+            "not root",
+            f"tuning writes /proc/sys and cpufreq, but {host} runs as uid {facts.uid} "
+            "without ansible_become",
+            "set ansible_become: true for this host (passwordless sudo), or log in as root",
+        )
+    return Finding(host, "sudo", "skipped", "not needed", "no tuning on this host, no become")
+
+
+def python(work: HostWork, facts: HostFacts) -> Finding:
+    host = work.name
+    fix = "install it, or set python (ansible_python_interpreter) for this host in the inventory"
+    if facts.python_missing:
+        why = f"{facts.python} was not found on {host} (the other checks ran on python3)"
+        return Finding(host, "python", "failed", "missing", why, fix)
+    if facts.probe is None:
+        return Finding(host, "python", "failed", "failed", facts.probe_error or "no facts", fix)
+    info = facts.section("python") or {}
+    detail = f"{info.get('executable')} (Python {info.get('version')})"
+    return Finding(host, "python", "ok", str(info.get("version")), detail)
+
+
+def package(
+    work: HostWork, facts: HostFacts, check: str, dist: str, why: str, optional: str = ""
+) -> Finding:
+    """Is `dist` installed for the host's python? `optional`: skip (with this reason) if not."""
+    host = work.name
+    if facts.python_missing:
+        return Finding(host, check, "skipped", "no python", f"{facts.python} is missing")
+    version = facts.package(dist).get("version")
+    if version:
+        return Finding(host, check, "ok", version, f"{dist} {version} ({why})")
+    if optional:
+        return Finding(host, check, "skipped", "not installed", f"{dist}: {optional}")
+    return Finding(
+        host,
+        check,
+        "failed",
+        "not installed",
+        f"{dist} is not installed for {facts.python} on {host} ({why})",
+        f"pip install {dist} with {facts.python} on {host}, or set python for this host to "
+        "the interpreter that has it",
+    )
+
+
+def accelerators(plan: Plan, work: HostWork, facts: HostFacts, rehearse: bool) -> Finding:
+    host = work.name
+    if rehearse:
+        return Finding(host, "accel", "skipped", "rehearsal", "a rehearsal needs no accelerators")
+    tool, key, parse = _TOOLS[plan.platform]
+    need = sum(cards_per_node(plan, node) for node in work.nodes)
+    section = facts.section(key) or {}
+    if "error" in section:
+        return Finding(host, "accel", "skipped", "probe error", f"{tool}: {section['error']}")
+    if not section.get("found"):
+        why = f"{tool} not found on {host} (PATH, /usr/local/sbin): cannot count the {need} cards"
+        return Finding(host, "accel", "skipped", f"no {tool}", why)
+    fix = f"check the driver: run `{tool}` on {host}"
+    if section.get("timed_out"):
+        why = f"{tool} did not answer within {section.get('timeout')} s (a hung driver?)"
+        return Finding(host, "accel", "failed", f"{tool} hung", why, fix)
+    if section.get("rc"):
+        err = " / ".join((section.get("stderr") or "").strip().splitlines()[-2:])
+        why = f"{tool} exited with status {section['rc']}: {err or 'no error output'}"
+        return Finding(host, "accel", "failed", f"{tool} failed", why, fix)
+    report = parse(section.get("stdout") or "")
+    problems = compare_with_need(report.accelerators, need)
+    if problems:
+        fix = "free the cards (stop other jobs) or pick a profile sized for this hardware"
+        detail = f"{'; '.join(problems)} (found: {report.summary})"
+        return Finding(host, "accel", "failed", f"{len(report.accelerators)}/{need}", detail, fix)
+    detail = f"{report.summary}; the profile needs {need} per node"
+    return Finding(host, "accel", "ok", f"{len(report.accelerators)}/{need}", detail)
+
+
+def _interfaces(facts: HostFacts) -> list[dict[str, Any]]:
+    section = facts.section("interfaces") or {}
+    return section.get("interfaces") or []
+
+
+def _holding(ifaces: list[dict[str, Any]], address: str) -> tuple[str | None, str]:
+    """The interface holding `address` (exactly, else within its network, e.g. lo's /8)."""
+    for iface in ifaces:
+        for cidr in iface.get("ipv4", []) + iface.get("ipv6", []):
+            if cidr.split("/")[0] == address:
+                return iface["name"], "holds"
+    wanted = ipaddress.ip_address(address)
+    for iface in ifaces:
+        for cidr in iface.get("ipv4", []) + iface.get("ipv6", []):
+            try:
+                if wanted in ipaddress.ip_interface(cidr).network:
+                    return iface["name"], f"covers ({cidr})"
+            except ValueError:
+                continue
+    return None, ""
+
+
+def nic(work: HostWork, facts: HostFacts) -> Finding | None:
+    host = work.name
+    node = work.nodes[0]
+    if not is_ip(node.address):
+        why = f"the address {node.address} is a name; set nic to check the interface"
+        return Finding(host, "nic", "skipped", "name", why)
+    ifaces = _interfaces(facts)
+    names = sorted(i["name"] for i in ifaces)
+    holder, how = _holding(ifaces, node.address)
+    if node.nic:
+        if node.nic not in names:
+            why = f"interface {node.nic} does not exist on {host} (it has: {', '.join(names)})"
+            fix = f"set nic: {holder} for {host}" if holder else "set nic to an existing interface"
+            return Finding(host, "nic", "failed", f"no {node.nic}", why, fix)
+        if holder != node.nic:
+            where = f"; {node.address} is on {holder}" if holder else ""
+            why = (
+                f"{node.nic} does not hold {node.address}{where}: collectives would use "
+                "another network than the one the plan addresses"
+            )
+            fix = f"set nic: {holder} for {host}" if holder else "fix nic or ansible_host"
+            return Finding(host, "nic", "failed", f"{node.nic} ≠ addr", why, fix)
+        return Finding(host, "nic", "ok", node.nic, f"{node.nic} {how} {node.address}")
+    if holder:
+        uses = ", ".join(node.nic_env) or "nothing"
+        detail = f"{holder} {how} {node.address} (detected; `up` sets it in {uses})"
+        return Finding(host, "nic", "ok", holder, detail)
+    if node.nic_env or node.bind == node.address:
+        why = f"no interface on {host} holds {node.address} (it has: {', '.join(names)})"
+        fix = "set ansible_host to an address of this host, or set nic in the inventory"
+        return Finding(host, "nic", "failed", "no address", why, fix)
+    return Finding(host, "nic", "skipped", "unused", f"{node.address} is not on this host")
+
+
+def env_files(work: HostWork, facts: HostFacts, rehearse: bool) -> Finding | None:
+    host = work.name
+    paths = list(dict.fromkeys(p for node in work.nodes for p in node.source))
+    if not paths:
+        return None
+    files = facts.section("files") or {}
+    missing = [p for p in paths if not (files.get(p) or {}).get("exists")]
+    if not missing:
+        return Finding(host, "env", "ok", f"{len(paths)} found", ", ".join(paths))
+    listed = ", ".join(missing)
+    if rehearse:
+        why = f"missing {listed}; a rehearsal sources only the scripts that exist"
+        return Finding(host, "env", "skipped", "rehearsal", why)
+    return Finding(
+        host,
+        "env",
+        "failed",
+        f"{len(missing)} missing",
+        f"missing on {host}: {listed}",
+        "install the CANN toolkit (and NNAL) on this host, or fix `source:` in the profile",
+    )
+
+
+def _holders(listening: list[dict[str, Any]], port: int, bind: str) -> list[str]:
+    wild = ("0.0.0.0", "::")
+    return [
+        s["address"]
+        for s in listening
+        if s["port"] == port
+        and (s["address"] in wild or bind in wild or s["address"] in (bind, "::ffff:" + bind))
+    ]
+
+
+def ports_free(plan: Plan, work: HostWork, facts: HostFacts) -> Finding | None:
+    host = work.name
+    planned = planned_ports(plan, host)
+    if not planned:
+        return None
+    listening = facts.section("listening")
+    if not isinstance(listening, list):
+        return Finding(host, "ports", "skipped", "unknown", f"cannot list sockets: {listening}")
+    busy = [(p, h) for p in planned if (h := _holders(listening, p.port, p.bind))]
+    if not busy:
+        return Finding(host, "ports", "ok", f"{len(planned)} free", _port_list(planned))
+    why = "; ".join(
+        f"port {p.port} ({p.purpose}) is in use on {host}: something listens on "
+        f"{holders[0]}:{p.port}"
+        for p, holders in busy
+    )
+    first = busy[0][0]
+    fix = (
+        f"stop what holds it (`ss -ltnp 'sport = :{first.port}'` on {host} shows it; a "
+        f"toolkit run? `toolkit status`, `toolkit down`), or move it: {first.fix}"
+    )
+    summary = "busy " + ",".join(str(p.port) for p, _ in busy[:3]) + ("…" if len(busy) > 3 else "")
+    return Finding(host, "ports", "failed", summary, why, fix)
+
+
+def _port_list(planned: list) -> str:
+    singles = [f"{p.port} {p.purpose}" for p in planned if p.purpose != "HCCL host port"]
+    hccl = [p.port for p in planned if p.purpose == "HCCL host port"]
+    if hccl:
+        singles.append(f"{min(hccl)}-{max(hccl)} HCCL")
+    return ", ".join(singles)
+
+
+def disk(work: HostWork, facts: HostFacts) -> Finding:
+    host = work.name
+    info = (facts.section("disk") or {}).get(work.workdir) or {}
+    free = info.get("free_bytes")
+    if free is None:
+        return Finding(host, "disk", "skipped", "unknown", f"cannot measure {work.workdir}")
+    where = f"{short_bytes(free)} free for {work.workdir} (on {info.get('checked')})"
+    if free < MIN_FREE_BYTES:
+        why = f"only {where}; logs need at least {short_bytes(MIN_FREE_BYTES)}"
+        fix = "free space there, or set workdir to a larger filesystem in the inventory"
+        return Finding(host, "disk", "failed", short_bytes(free), why, fix)
+    return Finding(host, "disk", "ok", short_bytes(free), where)
