@@ -208,14 +208,12 @@ def test_seed003_decode_findings(sglang, renames):
     findings = check_argv(recipe_argv("decode"), sglang, renames)
     assert not_ok(findings) == [
         (18, "--enable-dp-attention", "deprecated", "warning"),
-        (37, "--cuda-graph-bs", "ambiguous", "error"),
+        (37, "--cuda-graph-bs", "renamed", "error"),
         (49, "--prefill-round-robin-balance", "removed", "error"),
     ]
     by_flag = {f.flag: f for f in findings}
-    assert by_flag["--cuda-graph-bs"].suggestions == (
-        "--cuda-graph-bs-decode",
-        "--cuda-graph-bs-prefill",
-    )
+    # Ambiguous on 0.5.23 (-decode / -prefill); the known meaning is the decode graph.
+    assert by_flag["--cuda-graph-bs"].replacement[0] == "--cuda-graph-bs-decode"
     removed = by_flag["--prefill-round-robin-balance"]
     assert "already sets --load-balance-method round_robin" in removed.message
     assert removed.replacement == ("--load-balance-method", "round_robin")
@@ -241,15 +239,14 @@ def test_seed003_prefill_translation(sglang, renames):
 def test_seed003_decode_translation_drops_the_removed_flag(sglang, renames):
     argv = recipe_argv("decode")
     new, changes = translate_argv(argv, sglang, renames)
-    assert len(changes) == 1
-    assert changes[0].before == ("--prefill-round-robin-balance",)
-    assert changes[0].after == ()
+    assert len(changes) == 2
+    assert changes[0].before == ("--cuda-graph-bs", "1", "2", "3")
+    assert changes[0].after == ("--cuda-graph-bs-decode", "1", "2", "3")
+    assert changes[1].before == ("--prefill-round-robin-balance",)
+    assert changes[1].after == ()
     assert new.count("--load-balance-method") == 1
-    assert new == argv[:49] + argv[50:]
-    # The ambiguous prefix has no known meaning, so it is reported, not rewritten.
-    assert [f.kind for f in check_argv(new, sglang, renames) if f.severity == "error"] == [
-        "ambiguous"
-    ]
+    assert new == [*argv[:37], "--cuda-graph-bs-decode", *argv[38:49], *argv[50:]]
+    assert [f for f in check_argv(new, sglang, renames) if f.severity == "error"] == []
 
 
 # ------------------------------------------------------------------ argv rules
@@ -327,8 +324,10 @@ def test_renames_file_lists_sourced_entries(renames):
         ("--nsa-prefill-cp-mode", "renamed", ("--cp-strategy",)),
         ("--dsa-prefill-cp-mode", "renamed", ("--cp-strategy",)),
         ("--prefill-round-robin-balance", "removed", ("--load-balance-method", "round_robin")),
+        ("--cuda-graph-bs", "renamed", ("--cuda-graph-bs-decode",)),
+        ("--cuda-graph-max-bs", "renamed", ("--cuda-graph-max-bs-decode",)),
     }
-    assert all("PR #" in r.source and r.versions == ">=0.5.23" for r in renames.entries)
+    assert all(r.source and r.versions == ">=0.5.23" for r in renames.entries)
     mode = next(r for r in renames.entries if r.flag == "--nsa-prefill-cp-mode")
     assert dict(mode.values) == {"in-seq-split": "zigzag", "round-robin-split": "interleave"}
 

@@ -241,15 +241,21 @@ def _scan(argv: list[str], options: EngineOptions, renames: Renames) -> tuple[li
             continue
         written, eq, inline = token.partition("=") if token.startswith("--") else (token, "", "")
         how = _resolve(written, options, renames)
-        end, values = _consume(argv, i, _nargs(how), inline if eq else None)
+        end, values = _consume(argv, i, _nargs(how, options), inline if eq else None)
         uses.append(_Use(i, end, written, inline if eq else None, values, **how))
         i = end
     return uses, positionals
 
 
-def _nargs(how: dict[str, Any]) -> Nargs:
+def _nargs(how: dict[str, Any], options: EngineOptions) -> Nargs:
     if "rename" in how:
-        return None if how["rename"].takes_value else 0
+        rename = how["rename"]
+        if not rename.takes_value:
+            return 0
+        # A renamed flag takes its values the way its replacement does (`--cuda-graph-bs
+        # 1 2 3` → `--cuda-graph-bs-decode 1 2 3`).
+        target = options.lookup(rename.target)
+        return target.nargs if target is not None else None
     return how["arg"].nargs if "arg" in how else "*"  # unknown flags: take what follows
 
 
