@@ -161,7 +161,7 @@ def test_translate_plan_rewrites_each_node_and_records_notes(sglang_options) -> 
         "--translate-flags for sglang 0.5.23 (prefill0.0, prefill0.1): "
         "--enable-nsa-prefill-context-parallel → --enable-prefill-cp: renamed in sglang 0.5.23"
     )
-    assert len(notes) == 4
+    assert len(notes) == 5  # 3 prefill changes, 2 decode (cuda-graph-bs, round-robin)
     assert plan.nodes[0].argv != prefill  # the input plan is unchanged
     again, more = translate_plan(translated, dict.fromkeys(plan.hosts, sglang_options))
     assert again.nodes == translated.nodes and not any(more.values())
