@@ -115,7 +115,6 @@ def command(
         expected = expected_output_len(bench.argv({}, ""))
         built = build_sweep(spec, results, bench.slos(), expected)
     render_sweep(built, console)
-    console.print(built.saturation_text())
     files = write_report(out, built, record.plan["profile"], record.run_id)
     console.print(f"report: {files.markdown}  {files.html}  plot: {files.png}")
     sys.exit(0 if built.saturation is not None else 1)
