@@ -29,7 +29,7 @@ from toolkit.executor.session import Session
 from toolkit.plan import NodePlan, Plan
 from toolkit.render.run import ReadinessView, Recap
 from toolkit.render.scripts import ScriptOptions, node_script, process_script
-from toolkit.resources import data_dir
+from toolkit.roles import load_role, role_defaults
 from toolkit.secrets import mask_env, mask_text
 
 GOVERNOR_GLOB = "/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor"
@@ -52,13 +52,6 @@ class UpOptions:
     timeout_s: float | None = None
     skip_check: bool = False
     translate_flags: bool = False
-
-
-def _role_defaults(role: str) -> dict[str, Any]:
-    import yaml
-
-    path = data_dir("roles") / role / "defaults" / "main.yaml"
-    return yaml.safe_load(path.read_text()) or {}
 
 
 def up(plan: Plan, options: UpOptions, console: Console) -> state.RunRecord | None:
@@ -180,10 +173,13 @@ def _resolve_nics(plan: Plan, record: state.RunRecord) -> list[NodePlan]:
 def _tune(cluster: Cluster, record: state.RunRecord, recap: Recap, check: bool) -> None:
     def tune(session: Session, work: HostWork) -> list[dict[str, Any]]:
         tuning = work.nodes[0].tuning
+        glob = role_defaults("cpu_tuning").get("governor_glob", GOVERNOR_GLOB)
         ops: list[dict[str, Any]] = []
-        if tuning.cpu_governor:
-            ops.append({"op": "cpu_governor", "glob": GOVERNOR_GLOB, "value": tuning.cpu_governor})
-        ops += [{"op": "sysctl", "key": k, "value": v} for k, v in tuning.sysctl.items()]
+        for task in load_role("cpu_tuning").tasks:  # the role's task list, in its order
+            if task == "cpu_governor" and tuning.cpu_governor:
+                ops.append({"op": "cpu_governor", "glob": glob, "value": tuning.cpu_governor})
+            elif task == "sysctl":
+                ops += [{"op": "sysctl", "key": k, "value": v} for k, v in tuning.sysctl.items()]
         return session.agent(ops, check=check) if ops else []
 
     # One kernel, one tuning: several inventory hosts may be one machine (local rehearsal).
@@ -347,7 +343,7 @@ def _wait_nodes(
     timeout: float,
     console: Console,
 ) -> bool:
-    path = _role_defaults("sglang_server").get("health_path", "/health")
+    path = role_defaults("sglang_server").get("health_path", "/health")
     targets: dict[str, list[dict[str, Any]]] = {}
     for node in nodes:
         workdir = cluster.hosts[node.host].workdir
@@ -454,7 +450,7 @@ def _wait_router(
     assert router is not None
     work = cluster.hosts[router.host]
     paths = state.process_files(work.workdir, record.run_id, "router")
-    path = _role_defaults("router").get("readiness_path", "/readiness")
+    path = role_defaults("router").get("readiness_path", "/readiness")
     local = "127.0.0.1" if router.bind in ("127.0.0.1", "0.0.0.0", "::", None) else router.bind
     target = {
         "name": "router",
@@ -474,7 +470,7 @@ def _smoke(cluster: Cluster, plan: Plan, recap: Recap) -> str | None:
     """One request through the endpoint; the answer must be non-empty."""
     endpoint = plan.endpoint
     base = f"http://{_url_host(endpoint.local_address)}:{endpoint.port}"
-    defaults = _role_defaults("router")
+    defaults = role_defaults("router")
     tokens = int(defaults.get("smoke_max_tokens", 8))
     if plan.engine == "vllm":
         model = _served_name(plan)
