@@ -56,6 +56,8 @@ _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"
 _LISTENER = """
 import socket, sys
 s = socket.socket()
+# As most servers do: an earlier test's connections in TIME_WAIT must not block the bind.
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2])))
 s.listen(64)
 print("ready", flush=True)

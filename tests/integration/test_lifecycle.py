@@ -242,3 +242,71 @@ def _ids(user: str) -> tuple[int, int]:
 
     entry = pwd.getpwnam(user)
     return entry.pw_uid, entry.pw_gid
+
+
+def test_2p1d_on_six_hosts_routes_through_both_prefill_leaders(
+    env: Env, ssh_cluster: TestCluster, tmp_path: Path
+) -> None:
+    hosts = ssh_cluster.hosts[:6]
+    inv = ssh_cluster.write_inventory(
+        tmp_path / "2p1d.yaml",
+        {"prefill": hosts[:4], "decode": hosts[4:6]},
+        {"model_path": "/m", "python": sys.executable},
+        workdirs=env.workdirs,
+    )
+    up = env.up(inventory=inv, profile="a3-2p1d-128k-prefix90")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "READY — 127.0.0.1:6688 on tkt-h1 answered" in up.stdout
+        router = next((env.workdirs["tkt-h1"] / "runs").iterdir()) / "router.sh"
+        text = router.read_text()
+        p1, p3 = hosts[0].address, hosts[2].address
+        assert f"--prefill http://{p1}:8000 8998 --prefill http://{p3}:8000 8999" in text
+        status = env.run("status")
+        assert status.returncode == 0, status.stdout
+        assert status.stdout.count("yes") == 7  # 6 nodes and the router
+    finally:
+        down = env.run("down")
+        assert down.returncode == 0, down.stdout
+    assert not run_processes(hosts)
+    for host in hosts:
+        assert not {8000, 8001, 8998, 8999, 5000, 6688} & listening(host)
+
+
+def test_mixed_two_node_profile_serves_from_rank_0(
+    env: Env, ssh_cluster: TestCluster, tmp_path: Path
+) -> None:
+    inv = ssh_cluster.write_inventory(
+        tmp_path / "mixed.yaml",
+        {"mixed": env.hosts[:2]},
+        {"model_path": "/m", "python": sys.executable},
+        workdirs=env.workdirs,
+    )
+    up = env.up(inventory=inv, profile="a3-mixed-3k5")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "READY — 127.0.0.1:6688 on tkt-h1 answered" in up.stdout
+    log = next((env.workdirs["tkt-h2"] / "runs").iterdir()) / "mixed0.1.log"
+    assert f"rendezvous at {env.hosts[0].address}:5000" in log.read_text()
+    assert env.run("down").returncode == 0
+    assert not run_processes(env.hosts[:2])
+
+
+def test_an_injection_attempt_in_the_inventory_stays_a_literal_path(
+    env: Env, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    evil = f"/m; touch {marker}"
+    inv = env.cluster.write_inventory(
+        tmp_path / "evil.yaml",
+        {"prefill": env.hosts[:2], "decode": env.hosts[2:4]},
+        {"model_path": evil, "python": sys.executable},
+        workdirs=env.workdirs,
+    )
+    up = env.up(inventory=inv)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert not marker.exists()
+    log = next((env.workdirs["tkt-h1"] / "runs").iterdir()) / "prefill0.0.log"
+    assert f"--model-path '{evil}'" in log.read_text() or evil in log.read_text()
+    info = env.run("logs", "prefill0.0", "-n", "200")
+    assert evil in info.stdout
+    assert not marker.exists()

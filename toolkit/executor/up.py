@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +26,7 @@ from toolkit.errors import ToolkitError
 from toolkit.executor import state
 from toolkit.executor.check import CheckOptions, preflight
 from toolkit.executor.cluster import Cluster, HostWork, file_op, host_work
-from toolkit.executor.session import Session
+from toolkit.executor.session import Session, parallel
 from toolkit.plan import NodePlan, Plan
 from toolkit.render.run import ReadinessView, Recap
 from toolkit.render.scripts import ScriptOptions, node_script, process_script
@@ -77,24 +78,20 @@ def up(plan: Plan, options: UpOptions, console: Console) -> state.RunRecord | No
         _prepare(cluster, plan, record, recap)
         if recap.failures():
             _fail(console, recap, "preflight failed: nothing was changed")
-        _tune(cluster, record, recap, options.check)
         if options.check:
+            _check_tuning(cluster, recap)
             console.print(recap.table())
             console.print("[cyan]check mode:[/] nothing was changed, nothing was started")
             return None
-        if recap.failures():
-            _fail(console, recap, "host tuning failed: nothing was started")
         resolved = _resolve_nics(plan, record)
-        _launch(cluster, plan, resolved, record, recap, options)
+        _tune_and_launch(cluster, plan, resolved, record, recap, options)
         state.save(record)
-        timeout = _readiness_timeout(plan, options)
-        if not _wait_nodes(cluster, resolved, record, recap, timeout, console):
+        if recap.failures():
             _on_failure(cluster, plan, record, recap, options, console)
-        if plan.router is not None:
-            _start_router(cluster, plan, record, recap)
-            if not _wait_router(cluster, plan, record, recap, console):
-                _on_failure(cluster, plan, record, recap, options, console)
-        answer = _smoke(cluster, plan, recap)
+        timeout = _readiness_timeout(plan, options)
+        if not _wait_nodes(cluster, resolved, record, recap, timeout, options, console):
+            _on_failure(cluster, plan, record, recap, options, console)
+        answer = _router_and_smoke(cluster, plan, record, recap, console)
         if answer is None:
             _on_failure(cluster, plan, record, recap, options, console)
         console.print(recap.table())
@@ -170,35 +167,45 @@ def _resolve_nics(plan: Plan, record: state.RunRecord) -> list[NodePlan]:
 # ----------------------------------------------------------------------------- tune
 
 
-def _tune(cluster: Cluster, record: state.RunRecord, recap: Recap, check: bool) -> None:
-    def tune(session: Session, work: HostWork) -> list[dict[str, Any]]:
-        tuning = work.nodes[0].tuning
-        glob = role_defaults("cpu_tuning").get("governor_glob", GOVERNOR_GLOB)
-        ops: list[dict[str, Any]] = []
-        for task in load_role("cpu_tuning").tasks:  # the role's task list, in its order
-            if task == "cpu_governor" and tuning.cpu_governor:
-                ops.append({"op": "cpu_governor", "glob": glob, "value": tuning.cpu_governor})
-            elif task == "sysctl":
-                ops += [{"op": "sysctl", "key": k, "value": v} for k, v in tuning.sysctl.items()]
-        return session.agent(ops, check=check) if ops else []
-
-    # One kernel, one tuning: several inventory hosts may be one machine (local rehearsal).
+def _tuners(cluster: Cluster) -> dict[str, str]:
+    """One host per machine tunes it: several inventory hosts may share one kernel."""
     machines: dict[str, str] = {}
     for name, work in cluster.hosts.items():
         if work.serving:
             machines.setdefault(work.machine, name)
-    done = cluster.each(list(machines.values()), tune, recap)
-    if check:
-        return
-    for host, results in done.items():
-        previous: dict[str, dict[str, str]] = {"governor": {}, "sysctl": {}}
-        for item in results:
-            if item["status"] != "changed":
-                continue
-            if item["task"] == "cpu_governor":
-                previous["governor"].update(item.get("previous", {}))
-            elif item["task"].startswith("sysctl "):
-                previous["sysctl"][item["task"].removeprefix("sysctl ")] = item["before"]
+    return {host: machine for machine, host in machines.items()}
+
+
+def _tune_ops(work: HostWork) -> list[dict[str, Any]]:
+    tuning = work.nodes[0].tuning
+    glob = role_defaults("cpu_tuning").get("governor_glob", GOVERNOR_GLOB)
+    ops: list[dict[str, Any]] = []
+    for task in load_role("cpu_tuning").tasks:  # the role's task list, in its order
+        if task == "cpu_governor" and tuning.cpu_governor:
+            ops.append({"op": "cpu_governor", "glob": glob, "value": tuning.cpu_governor})
+        elif task == "sysctl":
+            ops += [{"op": "sysctl", "key": k, "value": v} for k, v in tuning.sysctl.items()]
+    # A failed tuning write stops that host's command before anything is started.
+    return [{**op, "stop_on_failure": True} for op in ops]
+
+
+def _check_tuning(cluster: Cluster, recap: Recap) -> None:
+    tuners = _tuners(cluster)
+    cluster.each(
+        list(tuners), lambda s, w: s.agent(_tune_ops(w), check=True) if _tune_ops(w) else [], recap
+    )
+
+
+def _record_tuning(record: state.RunRecord, host: str, results: list[dict[str, Any]]) -> None:
+    previous: dict[str, dict[str, str]] = {"governor": {}, "sysctl": {}}
+    for item in results:
+        if item["status"] != "changed":
+            continue
+        if item["task"] == "cpu_governor":
+            previous["governor"].update(item.get("previous", {}))
+        elif item["task"].startswith("sysctl "):
+            previous["sysctl"][item["task"].removeprefix("sysctl ")] = item["before"]
+    if previous["governor"] or previous["sysctl"]:
         record.tuning[host] = previous
 
 
@@ -218,7 +225,9 @@ def rehearsal_argv(
     return [*argv, "--", *node.argv[3:]]
 
 
-def _script_options(record: state.RunRecord, host: str, node: str, argv: list[str] | None):
+def _script_options(
+    record: state.RunRecord, host: str, node: str, argv: list[str] | None
+) -> ScriptOptions:
     return ScriptOptions(
         include_tuning=False,
         inline_secrets=True,
@@ -233,7 +242,41 @@ def _script_options(record: state.RunRecord, host: str, node: str, argv: list[st
     )
 
 
-def _launch(
+def _launch_ops(
+    work: HostWork, plan: Plan, nodes: list[NodePlan], record: state.RunRecord, rehearse: bool
+) -> list[dict[str, Any]]:
+    """Upload the owner-only launch scripts (and the rehearsal engine), start each node."""
+    run_dir = state.run_dir(work.workdir, record.run_id)
+    files: list[tuple[str, str, str]] = []
+    starts = []
+    engine = f"{run_dir}/engine.py"
+    if rehearse and work.nodes:
+        files.append((engine, ENGINE_FILE.read_text(), "644"))
+    for node in (n for n in nodes if n.host == work.name):
+        paths = state.node_files(work.workdir, record.run_id, node)
+        argv = rehearsal_argv(plan, node, engine, plan.rehearsal) if rehearse else None
+        script = node_script(plan, node, _script_options(record, work.tag, node.name, argv))
+        files.append((paths["script"], script, "700"))
+        starts.append({"op": "start", "name": node.name, **paths})
+    pointer = {"run_id": record.run_id, "run_dir": run_dir, "profile": plan.profile}
+    files.append((f"{work.workdir}/active.json", json.dumps(pointer), "600"))
+    files.append(_remote_record(work, record))
+    return [{**file_op(files), "stop_on_failure": True}, *starts]
+
+
+def _remote_record(work: HostWork, record: state.RunRecord) -> tuple[str, str, str]:
+    """The run record kept on the host (secrets masked), read by `down -i` without state."""
+    run_dir = state.run_dir(work.workdir, record.run_id)
+    remote = {
+        **json.loads(record.to_json()),
+        "host": work.name,
+        "run_dir": run_dir,
+        "tuning": record.tuning.get(work.name, {}),
+    }
+    return (f"{run_dir}/run.json", json.dumps(remote, indent=2), "600")
+
+
+def _tune_and_launch(
     cluster: Cluster,
     plan: Plan,
     nodes: list[NodePlan],
@@ -241,48 +284,32 @@ def _launch(
     recap: Recap,
     options: UpOptions,
 ) -> None:
-    def launch(session: Session, work: HostWork) -> list[dict[str, Any]]:
-        run_dir = state.run_dir(work.workdir, record.run_id)
-        files: list[tuple[str, str, str]] = []
-        starts = []
-        engine = f"{run_dir}/engine.py"
-        if options.rehearse and work.nodes:
-            files.append((engine, ENGINE_FILE.read_text(), "644"))
-        for node in (n for n in nodes if n.host == work.name):
-            paths = state.node_files(work.workdir, record.run_id, node)
-            argv = rehearsal_argv(plan, node, engine, plan.rehearsal) if options.rehearse else None
-            script = node_script(plan, node, _script_options(record, work.tag, node.name, argv))
-            files.append((paths["script"], script, "700"))
-            starts.append({"op": "start", "name": node.name, **paths})
-        remote = {
-            **json.loads(record.to_json()),
-            "host": work.name,
-            "run_dir": run_dir,
-            "tuning": record.tuning.get(work.name, {}),
-        }
-        files.append((f"{run_dir}/run.json", json.dumps(remote, indent=2), "600"))
-        pointer = {"run_id": record.run_id, "run_dir": run_dir, "profile": plan.profile}
-        files.append((f"{work.workdir}/active.json", json.dumps(pointer), "600"))
-        return session.agent([file_op(files), *starts], check=False)
+    """One command per host: tune (the machine's first host), then write and start."""
+    tuners = _tuners(cluster)
 
-    cluster.each(list(cluster.sessions), launch, recap)
-    if recap.failures():
-        raise UpFailed("launch failed")
+    def work_on(session: Session, work: HostWork) -> list[dict[str, Any]]:
+        ops = _tune_ops(work) if work.name in tuners else []
+        return session.agent(ops + _launch_ops(work, plan, nodes, record, options.rehearse))
+
+    done = cluster.each(list(cluster.sessions), work_on, recap)
+    for host, results in done.items():
+        _record_tuning(record, host, results)
 
 
 # ----------------------------------------------------------------------------- wait
 
 
-def _target(node: NodePlan, workdir: str, run_id: str, path: str) -> dict[str, Any]:
-    local = "127.0.0.1" if node.bind in ("0.0.0.0", "::") else node.bind
-    files = state.node_files(workdir, run_id, node)
+def _target(
+    name: str, bind: str | None, port: int, files: dict[str, str], path: str
+) -> dict[str, Any]:
+    local = "127.0.0.1" if bind in (None, "0.0.0.0", "::") else bind
     return {
-        "name": node.name,
-        "url": f"http://{_url_host(local)}:{node.port}{path}",
+        "name": name,
+        "url": f"http://{_url_host(local)}:{port}{path}",
         "pidfile": files["pidfile"],
         "log": files["log"],
-        "port": node.port,
-        "bind": node.bind,
+        "port": port,
+        "bind": bind or "127.0.0.1",
     }
 
 
@@ -290,49 +317,44 @@ def _url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
-def _poll(
-    cluster: Cluster,
-    targets: dict[str, list[dict[str, Any]]],
-    view: ReadinessView,
-    timeout: float,
-) -> dict[str, dict[str, Any]]:
-    """Probe every host's targets each second until all are ready, one fails, or timeout."""
-    deadline = time.monotonic() + timeout
-    final: dict[str, dict[str, Any]] = {}
-    while True:
-        outcomes = cluster_probe(cluster, targets)
-        for name, entry in outcomes.items():
-            view.update(name, entry["state"])
-            final[name] = entry
-        states = [e["state"] for e in final.values()]
-        if "failed" in states or all(s == "ready" for s in states):
-            return final
-        if time.monotonic() > deadline:
-            for entry in final.values():
-                if entry["state"] != "ready":
-                    entry["timeout"] = True
-            return final
-        time.sleep(POLL_S)
+class _Abort:
+    """Stops every node of the run as soon as one fails (unless --keep-on-failure), so the
+    other hosts' waits end at once instead of at the timeout."""
+
+    def __init__(self, cluster: Cluster, record: state.RunRecord, enabled: bool) -> None:
+        self.cluster, self.record, self.enabled = cluster, record, enabled
+        self.lock = threading.Lock()
+        self.fired = False
+
+    def __call__(self) -> None:
+        with self.lock:
+            if self.fired or not self.enabled:
+                return
+            self.fired = True
+        threading.Thread(target=self._kill, daemon=True).start()
+
+    def _kill(self) -> None:
+        def kill(session: Session) -> Any:
+            work = self.cluster.hosts[session.name]
+            pidfiles = [
+                state.node_files(work.workdir, self.record.run_id, n)["pidfile"] for n in work.nodes
+            ]
+            op = {
+                "op": "stop",
+                "run_id": self.record.run_id,
+                "host": work.tag,
+                "grace": 5,
+                "pidfiles": pidfiles,
+                "ports": [],
+                "mark": _abort_mark(work, self.record),
+            }
+            return session.agent([op])
+
+        parallel(list(self.cluster.sessions.values()), kill)
 
 
-def cluster_probe(
-    cluster: Cluster, targets: dict[str, list[dict[str, Any]]]
-) -> dict[str, dict[str, Any]]:
-    from toolkit.executor.session import parallel
-
-    hosts = list(targets)
-    outcomes = parallel(
-        hosts, lambda h: cluster.sessions[h].agent([{"op": "probe", "targets": targets[h]}])
-    )
-    merged: dict[str, dict[str, Any]] = {}
-    for host, outcome in zip(hosts, outcomes, strict=True):
-        if isinstance(outcome, Exception):
-            for t in targets[host]:
-                merged[t["name"]] = {"state": "failed", "host": host, "error": str(outcome)}
-            continue
-        for name, entry in outcome[0]["states"].items():
-            merged[name] = {**entry, "host": host}
-    return merged
+def _abort_mark(work: HostWork, record: state.RunRecord) -> str:
+    return f"{state.run_dir(work.workdir, record.run_id)}/.stopping"
 
 
 def _wait_nodes(
@@ -341,49 +363,52 @@ def _wait_nodes(
     record: state.RunRecord,
     recap: Recap,
     timeout: float,
+    options: UpOptions,
     console: Console,
 ) -> bool:
+    """Each host polls its own nodes' /health and streams state changes (one command)."""
     path = role_defaults("sglang_server").get("health_path", "/health")
     targets: dict[str, list[dict[str, Any]]] = {}
     for node in nodes:
-        workdir = cluster.hosts[node.host].workdir
-        targets.setdefault(node.host, []).append(_target(node, workdir, record.run_id, path))
-    rows = [(n.name, n.host, n.role) for n in nodes]
+        files = state.node_files(cluster.hosts[node.host].workdir, record.run_id, node)
+        targets.setdefault(node.host, []).append(
+            _target(node.name, node.bind, node.port, files, path)
+        )
     console.print(f"waiting for {len(nodes)} nodes (GET {path}, timeout {timeout:.0f} s)")
-    with ReadinessView(console, rows) as view:
-        final = _poll(cluster, targets, view, timeout)
-    return _report_wait(final, {n.name: n for n in nodes}, recap, console, timeout)
+    abort = _Abort(cluster, record, enabled=not options.keep_on_failure)
+    with ReadinessView(console, [(n.name, n.host, n.role) for n in nodes]) as view:
+
+        def on_progress(event: dict[str, Any]) -> None:
+            view.update(event["name"], event["state"])
+            if event["state"] == "failed":
+                abort()
+
+        def wait(session: Session, work: HostWork) -> list[dict[str, Any]]:
+            op = {
+                "op": "wait_http",
+                "targets": targets[work.name],
+                "timeout": timeout,
+                "abort_mark": _abort_mark(work, record),
+            }
+            # The host's run record now carries the tuning to restore (known since launch).
+            record_op = file_op([_remote_record(work, record)])
+            return session.agent([record_op, op], on_progress=on_progress)
+
+        done = cluster.each(list(targets), wait, recap, quiet_ok=True)
+    return _report(done, {n.name: n for n in nodes}, console)
 
 
-def _report_wait(
-    final: dict[str, dict[str, Any]],
-    nodes: dict[str, Any],
-    recap: Recap,
-    console: Console,
-    timeout: float,
-) -> bool:
-    from toolkit.render.run import TaskResult
-
-    ok = True
-    for name, entry in final.items():
-        host = entry["host"]
-        state_now = entry["state"]
-        if state_now == "ready":
-            recap.add(TaskResult(host, f"ready {name}", "ok"), quiet=True)
-            continue
-        ok = False
-        if entry.get("timeout"):
-            msg = f"not ready after {timeout:.0f} s (still {state_now})"
-        elif entry.get("error"):
-            msg = entry["error"]
-        elif state_now == "failed":
-            rc = entry.get("rc")
-            msg = f"process exited{' with status ' + str(rc) if rc else ''}"
-        else:
-            recap.add(TaskResult(host, f"ready {name}", "skipped", f"still {state_now}"))
-            continue
-        recap.add(TaskResult(host, f"ready {name}", "failed", msg))
-        _show_failure(console, name, host, nodes.get(name), entry)
+def _report(done: dict[str, list[dict[str, Any]]], procs: dict[str, Any], console: Console) -> bool:
+    """Show each failed process's command and log tail; True when everything is ready."""
+    ok = len(done) > 0
+    for host, results in done.items():
+        for item in results:
+            if item["status"] == "failed" and item["task"].startswith("ready "):
+                ok = False
+                name = item["task"].removeprefix("ready ")
+                _show_failure(console, name, host, procs.get(name), item)
+            elif item["status"] == "failed" or item["status"] == "skipped":
+                ok = False
     return ok
 
 
@@ -431,89 +456,78 @@ def _on_failure(
 # ----------------------------------------------------------------------------- router
 
 
-def _start_router(cluster: Cluster, plan: Plan, record: state.RunRecord, recap: Recap) -> None:
-    router = plan.router
-    assert router is not None
-    work = cluster.hosts[router.host]
-    paths = state.process_files(work.workdir, record.run_id, "router")
-    script = process_script(
-        plan, "router", router, _script_options(record, work.tag, "router", None)
-    )
-    ops = [file_op([(paths["script"], script, "700")]), {"op": "start", "name": "router", **paths}]
-    cluster.each([router.host], lambda s, w: s.agent(ops), recap)
-
-
-def _wait_router(
-    cluster: Cluster, plan: Plan, record: state.RunRecord, recap: Recap, console: Console
-) -> bool:
-    router = plan.router
-    assert router is not None
-    work = cluster.hosts[router.host]
-    paths = state.process_files(work.workdir, record.run_id, "router")
-    path = role_defaults("router").get("readiness_path", "/readiness")
-    local = "127.0.0.1" if router.bind in ("127.0.0.1", "0.0.0.0", "::", None) else router.bind
-    target = {
-        "name": "router",
-        "url": f"http://{_url_host(local)}:{router.listen['http']}{path}",
-        "pidfile": paths["pidfile"],
-        "log": paths["log"],
-        "port": router.listen["http"],
-        "bind": router.bind,
-    }
-    console.print(f"waiting for the router (GET {path}: a prefill and a decode worker registered)")
-    with ReadinessView(console, [("router", router.host, "router")]) as view:
-        final = _poll(cluster, {router.host: [target]}, view, ROUTER_READY_TIMEOUT_S)
-    return _report_wait(final, {"router": router}, recap, console, ROUTER_READY_TIMEOUT_S)
-
-
-def _smoke(cluster: Cluster, plan: Plan, recap: Recap) -> str | None:
-    """One request through the endpoint; the answer must be non-empty."""
+def _smoke_op(plan: Plan) -> dict[str, Any]:
+    """One request through the endpoint (from the endpoint's own host)."""
     endpoint = plan.endpoint
     base = f"http://{_url_host(endpoint.local_address)}:{endpoint.port}"
-    defaults = role_defaults("router")
-    tokens = int(defaults.get("smoke_max_tokens", 8))
+    tokens = int(role_defaults("router").get("smoke_max_tokens", 8))
+    prompt = str(role_defaults("router").get("smoke_prompt", "Say READY."))
     if plan.engine == "vllm":
-        model = _served_name(plan)
-        url, body = (
-            f"{base}/v1/completions",
-            {
-                "model": model,
-                "prompt": SMOKE_PROMPT,
-                "max_tokens": tokens,
-                "temperature": 0,
-            },
-        )
+        url = f"{base}/v1/completions"
+        body: dict[str, Any] = {
+            "model": _served_name(plan),
+            "prompt": prompt,
+            "max_tokens": tokens,
+            "temperature": 0,
+        }
     else:
-        url, body = (
-            f"{base}/generate",
+        url = f"{base}/generate"
+        body = {"text": prompt, "sampling_params": {"max_new_tokens": tokens, "temperature": 0}}
+    return {"op": "http", "url": url, "method": "POST", "body": body, "timeout": 300}
+
+
+def _router_and_smoke(
+    cluster: Cluster, plan: Plan, record: state.RunRecord, recap: Recap, console: Console
+) -> str | None:
+    """Router (PD): write, start, wait for /readiness, then the smoke request, all in one
+    command on the router host. Mixed: the smoke request on the rank-0 host."""
+    ops: list[dict[str, Any]] = []
+    host = plan.endpoint.host
+    if plan.router is not None:
+        router = plan.router
+        host = router.host
+        work = cluster.hosts[router.host]
+        files = state.process_files(work.workdir, record.run_id, "router")
+        options = _script_options(record, work.tag, "router", None)
+        script = process_script(plan, "router", router, options)
+        path = role_defaults("router").get("readiness_path", "/readiness")
+        target = _target("router", router.bind, router.listen["http"], files, path)
+        ops += [
+            {**file_op([(files["script"], script, "700")]), "stop_on_failure": True},
+            {"op": "start", "name": "router", **files, "stop_on_failure": True},
             {
-                "text": SMOKE_PROMPT,
-                "sampling_params": {"max_new_tokens": tokens, "temperature": 0},
+                "op": "wait_http",
+                "targets": [target],
+                "timeout": ROUTER_READY_TIMEOUT_S,
+                "stop_on_failure": True,
             },
-        )
-    op = {"op": "http", "url": url, "method": "POST", "body": body, "timeout": 300}
-    done = cluster.each([endpoint.host], lambda s, w: s.agent([op]), recap, quiet_ok=True)
-    results = done.get(endpoint.host) or []
-    if not results or results[0]["status"] != "ok":
+        ]
+        console.print(f"starting the router on {host}; waiting for GET {path}")
+    ops.append(_smoke_op(plan))
+    done = cluster.each([host], lambda s, w: s.agent(ops), recap)
+    results = done.get(host) or []
+    if not _report({host: results}, {"router": plan.router}, console):
         return None
+    smoke = next((r for r in results if r["task"] == "http"), None)
+    if smoke is None or smoke["status"] != "ok":
+        return None
+    return _answer(plan, smoke, host, recap)
+
+
+def _answer(plan: Plan, smoke: dict[str, Any], host: str, recap: Recap) -> str | None:
+    from toolkit.render.run import TaskResult
+
     try:
-        data = json.loads(results[0]["body"])
+        data = json.loads(smoke["body"])
     except ValueError:
         data = {}
-    text = (
-        data.get("text") if plan.engine != "vllm" else (data.get("choices") or [{}])[0].get("text")
-    )
+    if plan.engine == "vllm":
+        text = (data.get("choices") or [{}])[0].get("text")
+    else:
+        text = data.get("text")
     if not text:
-        from toolkit.render.run import TaskResult
-
-        recap.add(
-            TaskResult(
-                endpoint.host,
-                "smoke request",
-                "failed",
-                f"empty answer: {results[0]['body'][:200]}",
-            )
-        )
+        body = smoke["body"][:200]
+        recap.add(TaskResult(host, "smoke request", "failed", f"empty answer: {body}"))
         return None
     return str(text).strip()
 

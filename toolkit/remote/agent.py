@@ -22,8 +22,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 RESULT = "@@result "
 PROGRESS = "@@progress "
@@ -151,6 +149,9 @@ def tail(path, lines):
 
 
 def http_get(url, timeout=3.0):
+    import urllib.error  # imported where used: most phases need no HTTP (start-up cost)
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status, resp.read(65536).decode("utf-8", "replace")
@@ -346,25 +347,33 @@ def task_wait_http(args, check):
     started = time.time()
     deadline = started + float(args["timeout"])
     states = {t["name"]: "starting" for t in targets}
+    interval = float(args.get("interval", 0.25))
     while True:
         for t in targets:
-            if states[t["name"]] in ("ready", "failed"):
+            if states[t["name"]] in ("ready", "failed", "stopped"):
                 continue
             new = _state(t, started)
+            if new == "failed" and args.get("abort_mark") and os.path.exists(args["abort_mark"]):
+                new = "stopped"  # killed because a node elsewhere failed, not a failure here
             if new != states[t["name"]]:
                 states[t["name"]] = new
                 _progress(t["name"], new, time.time() - started)
-        if all(s in ("ready", "failed") for s in states.values()):
+        if all(s in ("ready", "failed", "stopped") for s in states.values()):
             break
         if any(s == "failed" for s in states.values()) and args.get("stop_on_failure", True):
             break
         if time.time() > deadline:
             break
-        time.sleep(float(args.get("interval", 1.0)))
+        time.sleep(interval)
     out = []
+    another_failed = any(s == "failed" for s in states.values())
+    timed_out = time.time() > deadline
     for t in targets:
         state = states[t["name"]]
         elapsed = round(time.time() - started, 1)
+        if state == "stopped" or (state != "ready" and another_failed and not timed_out):
+            out.append(result("ready " + t["name"], "skipped", f"still {state}", state=state))
+            continue
         if state == "ready":
             out.append(result("ready " + t["name"], "ok", f"ready in {elapsed:.1f} s"))
         elif state == "failed":
@@ -398,8 +407,10 @@ def _exit_code(target):
         return ""
 
 
-def _progress(name, state, elapsed):
-    sys.stdout.write(PROGRESS + json.dumps({"name": name, "state": state, "t": elapsed}) + "\n")
+def _progress(name, state, elapsed, **extra):
+    entry = {"name": name, "state": state, "t": elapsed}
+    entry.update(extra)
+    sys.stdout.write(PROGRESS + json.dumps(entry) + "\n")
     sys.stdout.flush()
 
 
@@ -417,6 +428,9 @@ def task_probe(args, check):
 
 
 def task_http(args, check):
+    import urllib.error
+    import urllib.request
+
     body = args.get("body")
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(
@@ -472,6 +486,9 @@ def _signal_group(pid, sig):
 def task_stop(args, check):
     """Stop every process of the run on this host: SIGTERM, grace, SIGKILL; verify."""
     run_id, host = args["run_id"], args["host"]
+    if args.get("mark"):  # tells this host's readiness wait that the stop was deliberate
+        with contextlib.suppress(OSError), open(args["mark"], "w") as fh:
+            fh.write("stopped\n")
     pids = set(run_processes(run_id, host))
     for pidfile in args.get("pidfiles", []):
         pid = read_pid(pidfile)
