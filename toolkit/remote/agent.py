@@ -371,7 +371,10 @@ def task_wait_http(args, check):
     for t in targets:
         state = states[t["name"]]
         elapsed = round(time.time() - started, 1)
-        if state == "stopped" or (state != "ready" and another_failed and not timed_out):
+        if state == "stopped":
+            out.append(result("ready " + t["name"], "skipped", "stopped: another node failed"))
+            continue
+        if state not in ("ready", "failed") and another_failed and not timed_out:
             out.append(result("ready " + t["name"], "skipped", f"still {state}", state=state))
             continue
         if state == "ready":
