@@ -197,7 +197,7 @@ def _plan_role(
                 bind=bind or engine_default_bind(profile.engine),
                 python=host.python,
                 workdir=host.workdir,
-                connection=_connection(host),
+                connection=connection_of(host),
                 nic=host.nic,
                 nic_env=[] if host.nic else list(profile.nic_env),
             )
@@ -252,7 +252,8 @@ def render_args(args: dict[str, FlagValue]) -> list[str]:
     return out
 
 
-def _connection(host: Host) -> Connection:
+def connection_of(host: Host) -> Connection:
+    """How to reach an inventory host (its ansible_* variables)."""
     return Connection(
         address=host.address,
         port=host.port,
@@ -307,7 +308,7 @@ def _plan_router(
         argv=argv,
         python=host.python,
         workdir=host.workdir,
-        connection=_connection(host),
+        connection=connection_of(host),
         listen=listen,
         bind=spec.host,
     )
@@ -368,7 +369,7 @@ def _plan_bench(
         argv=argv,
         python=bench_host.python,
         workdir=bench_host.workdir,
-        connection=_connection(bench_host),
+        connection=connection_of(bench_host),
     )
     return bench, router, endpoint
 

@@ -17,7 +17,8 @@ from toolkit.executor import state
 from toolkit.executor.cluster import Cluster, HostWork, host_work
 from toolkit.executor.session import Session
 from toolkit.inventory import Inventory
-from toolkit.plan import Connection, Plan, plan_from_dict
+from toolkit.plan import Plan, plan_from_dict
+from toolkit.planner import connection_of
 from toolkit.render.run import Recap
 
 STOP_GRACE_S = 20.0
@@ -85,15 +86,7 @@ def down_from_hosts(
     hosts = {
         name: HostWork(
             name,
-            Connection(
-                address=h.address,
-                port=h.port,
-                user=h.user,
-                key_file=h.key_file,
-                become=h.become,
-                become_user=h.become_user,
-                local=h.is_local,
-            ),
+            connection_of(h),
             h.python,
             h.workdir,
         )
