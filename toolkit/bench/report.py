@@ -145,6 +145,11 @@ def _latency_panel(ax: Axes, sweep: Sweep, points: list[_Plotted]) -> None:
                 label=f"SLO: {slo.describe()}",
             )
     ax.set_yscale("log")
+    # Label 2× and 5× too: latencies within one decade would otherwise show no tick label.
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _pos: format_number(y, 0)))
     ax.set_ylabel("latency (ms, log scale)")
     ax.grid(True, which="major", alpha=0.3)
     _legend(ax)
