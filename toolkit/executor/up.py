@@ -190,10 +190,11 @@ def _tune_ops(work: HostWork) -> list[dict[str, Any]]:
 
 
 def _check_tuning(cluster: Cluster, recap: Recap) -> None:
-    tuners = _tuners(cluster)
-    cluster.each(
-        list(tuners), lambda s, w: s.agent(_tune_ops(w), check=True) if _tune_ops(w) else [], recap
-    )
+    def check(session: Session, work: HostWork) -> list[dict[str, Any]]:
+        ops = _tune_ops(work)
+        return session.agent(ops, check=True) if ops else []
+
+    cluster.each(list(_tuners(cluster)), check, recap)
 
 
 def _record_tuning(record: state.RunRecord, host: str, results: list[dict[str, Any]]) -> None:
