@@ -8,7 +8,6 @@ is moved to a port free right now, so a rehearsal running beside the tests canno
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.engines import SGLANG_DIR
 from toolkit.executor import check_remote as remote
 from toolkit.executor.check import CheckOptions, _probe, check
 from toolkit.executor.check_facts import HostFacts
@@ -28,8 +28,6 @@ from toolkit.plan import Connection, Plan
 from toolkit.planner import build_plan
 from toolkit.profiles import load_profile
 
-_SPEC = importlib.util.find_spec("sglang")
-SGLANG_DIR = Path(_SPEC.origin).parent if _SPEC and _SPEC.origin else None
 ADDRESSES = ["127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24"]
 
 

@@ -6,9 +6,6 @@ Plans come from the shipped profiles on a plain inventory (prefill 10.9.1.x, dec
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from tests.unit.test_planner import plan_for
@@ -25,12 +22,9 @@ from toolkit.executor.check_plan import (
     planned_ports,
     routes,
 )
-from toolkit.preflight.flags import extract_sglang_options
 from toolkit.profiles import available, load_profile
 
 P1, P2, D1, D2 = "10.9.1.11", "10.9.1.12", "10.9.2.11", "10.9.2.12"
-_SPEC = importlib.util.find_spec("sglang")
-SGLANG_DIR = Path(_SPEC.origin).parent if _SPEC and _SPEC.origin else None
 
 
 def test_ports_of_the_worked_example() -> None:
@@ -121,16 +115,6 @@ def test_cache_key_needs_a_version_and_a_hash() -> None:
     assert cache_key("sglang", "0.5.23", "ab" * 32) == f"sglang-0.5.23-{'ab' * 10}"
     assert cache_key("sglang", "0.5.23", None) is None
     assert cache_key("vllm", None, "ab") is None
-
-
-@pytest.fixture(scope="module")
-def sglang_options():
-    if SGLANG_DIR is None:
-        pytest.skip("sglang is not installed")
-    options = extract_sglang_options(SGLANG_DIR)
-    if options.version != "0.5.23":
-        pytest.skip(f"pinned to sglang 0.5.23, found {options.version}")
-    return options
 
 
 def test_options_survive_the_json_round_trip(sglang_options) -> None:

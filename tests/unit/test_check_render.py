@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from tests.unit.test_check_plan import SGLANG_DIR
+from tests.support.engines import SGLANG_DIR
 from tests.unit.test_cli_plan import INVENTORY
 from tests.unit.test_planner import plan_for
 from toolkit.executor.check_facts import CheckReport, Finding

@@ -8,7 +8,6 @@ The accelerator cases feed recorded `npu-smi info` and `nvidia-smi` outputs
 from __future__ import annotations
 
 import copy
-import importlib.util
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,11 @@ from toolkit.executor.check_flags import translate_plan
 from toolkit.executor.check_plan import routes
 from toolkit.executor.cluster import host_work
 from toolkit.plan import Plan
-from toolkit.preflight.flags import extract_sglang_options
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "preflight"
 P1, P2, D1, D2 = "10.9.1.11", "10.9.1.12", "10.9.2.11", "10.9.2.12"
 WORKDIR = "/var/tmp/toolkit"
 SOURCES = ["/usr/local/Ascend/ascend-toolkit/set_env.sh", "/usr/local/Ascend/nnal/atb/set_env.sh"]
-_SPEC = importlib.util.find_spec("sglang")
-SGLANG_DIR = Path(_SPEC.origin).parent if _SPEC and _SPEC.origin else None
 
 
 def probe(address: str, **sections: Any) -> dict[str, Any]:
@@ -315,16 +311,6 @@ def test_reach_outcomes(plan: Plan) -> None:
 
 
 # ----------------------------------------------------------------------------- flags
-
-
-@pytest.fixture(scope="module")
-def sglang_options():
-    if SGLANG_DIR is None:
-        pytest.skip("sglang is not installed")
-    options = extract_sglang_options(SGLANG_DIR)
-    if options.version != "0.5.23":
-        pytest.skip(f"pinned to sglang 0.5.23, found {options.version}")
-    return options
 
 
 def test_seed003_flags_against_sglang_0_5_23(plan: Plan, sglang_options) -> None:

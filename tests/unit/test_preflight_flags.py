@@ -9,7 +9,6 @@ seed 003 argvs are the recipe's exact `launch_server` commands
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import shlex
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.engines import SGLANG_DIR
 from toolkit.errors import YamlError
 from toolkit.preflight.flags import (
     EngineOptions,
@@ -29,19 +29,13 @@ from toolkit.preflight.flags import (
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "preflight"
-_SPEC = importlib.util.find_spec("sglang")
-SGLANG_DIR = Path(_SPEC.origin).parent if _SPEC and _SPEC.origin else None
 needs_sglang = pytest.mark.skipif(SGLANG_DIR is None, reason="sglang is not installed")
 
 
 @pytest.fixture(scope="module")
-def sglang() -> EngineOptions:
-    if SGLANG_DIR is None:
-        pytest.skip("sglang is not installed")
-    options = extract_sglang_options(SGLANG_DIR)
-    if options.version != "0.5.23":
-        pytest.skip(f"counts are pinned for sglang 0.5.23, found {options.version}")
-    return options
+def sglang(sglang_options: EngineOptions) -> EngineOptions:
+    """The shared fixture (tests/unit/conftest.py) under the name these tests use."""
+    return sglang_options
 
 
 @pytest.fixture(scope="module")
