@@ -6,12 +6,18 @@ model server and the real sglang-router in front of it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import re
 import shutil
+import signal
 import stat
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,6 +104,58 @@ def test_up_status_logs_down(env: Env) -> None:
     again = env.run("down")
     assert again.returncode == 0
     assert again.stdout.count("nothing to stop") == 4
+
+
+def _tails_of(directory: Path) -> list[int]:
+    """PIDs of `tail` processes reading files under `directory` (namespaces share PIDs)."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            if Path(argv[0].decode()).name == "tail" and str(directory).encode() in b" ".join(argv):
+                found.append(int(entry))
+    return found
+
+
+def test_logs_follow_streams_new_lines_and_leaves_nothing_behind(env: Env) -> None:
+    up = env.up()
+    assert up.returncode == 0, up.stdout + up.stderr
+    h3 = env.hosts[2]
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "toolkit.cli", "logs", "decode0.0", "-f", "-n", "2"],
+        cwd=env.cwd,
+        env={**env.env, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in follow.stdout], daemon=True).start()
+    try:
+        first = lines.get(timeout=60)
+        assert first.startswith(f"[{h3.name}] "), first
+        # A request made now must show up in the stream: the log is followed, not dumped.
+        marker = "/health?follow-marker"
+        h3.run([sys.executable, "-c", _GET, h3.address, "8001", marker])
+        seen = [first]
+        while not any(marker in line for line in seen):
+            seen.append(lines.get(timeout=20))
+    finally:
+        follow.send_signal(signal.SIGINT)
+        follow.wait(timeout=30)
+    assert follow.returncode in (0, 130)
+    # `tail -F` on the host ends with the SSH connection (within its 1 s --pid poll).
+    deadline = time.monotonic() + 10
+    while _tails_of(env.workdirs[h3.name]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _tails_of(env.workdirs[h3.name])
+
+
+# http.client, not urllib: no proxy from the environment for a request inside the namespace.
+_GET = (
+    "import sys, http.client; c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), "
+    "timeout=10); c.request('GET', sys.argv[3]); c.getresponse().read()"
+)
 
 
 def test_secrets_reach_only_the_owner_only_script(env: Env) -> None:

@@ -7,6 +7,7 @@ anything else is a bug: a short notice, and the traceback with --debug.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -16,9 +17,28 @@ from toolkit import __version__
 from toolkit.errors import ToolkitError
 
 err_console = Console(stderr=True)
+# Command name → module. Loaded when invoked: `toolkit plan` should not pay for SSH and
+# plotting libraries it never uses (every command starts in a fraction of a second).
+COMMANDS = {
+    "profiles": "toolkit.cli.profiles_cmd",
+    "plan": "toolkit.cli.plan_cmd",
+    "check": "toolkit.cli.check_cmd",
+    "up": "toolkit.cli.up_cmd",
+    "bench": "toolkit.cli.bench_cmd",
+    "status": "toolkit.cli.status_cmd",
+    "logs": "toolkit.cli.logs_cmd",
+    "down": "toolkit.cli.down_cmd",
+}
 
 
 class ToolkitGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        return importlib.import_module(module).command if module else None
+
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
@@ -48,32 +68,3 @@ def main(ctx: click.Context, debug: bool) -> None:
     """Stand up, benchmark and tear down LLM serving clusters on bare metal."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-
-
-def _register() -> None:
-    from toolkit.cli import (
-        bench_cmd,
-        check_cmd,
-        down_cmd,
-        logs_cmd,
-        plan_cmd,
-        profiles_cmd,
-        status_cmd,
-        up_cmd,
-    )
-
-    commands = (
-        profiles_cmd,
-        plan_cmd,
-        check_cmd,
-        up_cmd,
-        bench_cmd,
-        status_cmd,
-        logs_cmd,
-        down_cmd,
-    )
-    for module in commands:
-        main.add_command(module.command)
-
-
-_register()

@@ -110,8 +110,7 @@ class Cluster:
         return done
 
     def close(self) -> None:
-        for session in self.sessions.values():
-            session.close()
+        parallel(list(self.sessions.values()), lambda session: session.close())
 
 
 def file_op(files: list[tuple[str, str, str]]) -> dict[str, Any]:

@@ -155,7 +155,10 @@ def _follow(cluster: Cluster, chosen: dict[str, list[str]], lines: int, console:
             with lock:
                 console.print(Text(prefix) + Text.from_ansi(line), highlight=False, soft_wrap=True)
 
-        session.run(f"tail -n {int(lines)} -F {paths} 2>&1", on_line=show)
+        # Closing the connection does not signal a command without a terminal. Recent GNU tail
+        # notices its closed stdout; older ones (coreutils < 8.28) would follow a quiet log
+        # forever, so --pid also ends it with its sshd parent.
+        session.run(f"exec tail -n {int(lines)} -F --pid=$PPID {paths} 2>&1", on_line=show)
 
     threads = [
         threading.Thread(target=stream, args=(s,), daemon=True) for s in cluster.sessions.values()

@@ -4,21 +4,30 @@ Fabric (over Paramiko) reaches SSH hosts, honouring ~/.ssh/config (including Pro
 the inventory's ansible_* variables; `ansible_connection: local` hosts run through a local
 shell. Host keys are verified against ~/.ssh/known_hosts; `accept_new` behaves like
 OpenSSH's `StrictHostKeyChecking=accept-new` (unknown keys are recorded, changed keys are
-still refused). Work is sent as the agent program on stdin, one command per phase.
+still refused).
+
+Work goes to one agent process per host (`toolkit/remote/agent.py`), started on the first
+request and fed one JSON request per phase over the same channel. Every SSH command costs
+the host a login shell, and shells often run heavy rc files (`conda init`, `pyenv init`:
+~170 ms of CPU each on the test hosts), so a command pays for one shell and one Python per
+host, not one per phase. A request made while the agent is busy (stopping a run while
+another phase waits on it) gets a one-off agent of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import paramiko
 from fabric import Connection as FabricConnection
@@ -27,6 +36,13 @@ from toolkit.plan import Connection
 from toolkit.remote import agent
 
 AGENT_SOURCE = Path(agent.__file__).read_text()
+# Reads the agent's source (its length on the first line), then serves requests from stdin.
+AGENT_BOOTSTRAP = (
+    "import sys; source = sys.stdin.buffer.read(int(sys.stdin.buffer.readline())); "
+    "exec(compile(source, 'toolkit-agent', 'exec')); serve()"
+)
+AGENT_CLOSE_TIMEOUT_S = 5.0
+STDERR_KEEP_BYTES = 64 * 1024
 KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
 CONNECT_TIMEOUT_S = 10
 T = TypeVar("T")
@@ -62,6 +78,8 @@ class Session:
     connection: Connection
     python: str
     fabric: FabricConnection | None = None
+    _agent: _AgentProcess | None = field(default=None, repr=False)
+    _agent_busy: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def sudo(self) -> bool:
@@ -91,27 +109,173 @@ class Session:
     def agent(
         self, ops: list[dict[str, Any]], check: bool = False, on_progress: Progress | None = None
     ) -> list[dict[str, Any]]:
-        """Run agent tasks in one remote command; return their results."""
+        """Run agent tasks as one request; return their results."""
         request = json.dumps({"ops": ops, "check": check})
+        if not self._agent_busy.acquire(blocking=False):
+            return self._one_off_agent(request, on_progress)
+        try:
+            if self._agent is None or not self._agent.alive:
+                self._agent = self._start_agent()
+            return self._agent.request(request, on_progress)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise Unreachable(f"lost the connection: {exc}") from exc
+        finally:
+            self._agent_busy.release()
+
+    def _agent_command(self, python_args: str) -> str:
+        return f"{self._prefix()}{shlex.quote(self.python)} {python_args}"
+
+    def _start_agent(self) -> _AgentProcess:
+        command = self._agent_command(f"-u -c {shlex.quote(AGENT_BOOTSTRAP)}")
+        if self.fabric is None:
+            process = _AgentProcess.local(command)
+        else:
+            process = _AgentProcess.remote(_transport(self.fabric), command)
+        source = AGENT_SOURCE.encode()
+        process.send(b"%d\n" % len(source) + source)
+        return process
+
+    def _one_off_agent(self, request: str, on_progress: Progress | None) -> list[dict[str, Any]]:
+        """The agent as a command of its own: source and request on stdin, then EOF."""
         program = AGENT_SOURCE + f"\nmain(json.loads({request!r}))\n"
-        results: list[list[dict[str, Any]]] = []
-
-        def on_line(line: str) -> None:
-            if line.startswith(agent.PROGRESS) and on_progress:
-                on_progress(json.loads(line[len(agent.PROGRESS) :]))
-            elif line.startswith(agent.RESULT):
-                results.append(json.loads(line[len(agent.RESULT) :]))
-
-        command = f"{self._prefix()}{shlex.quote(self.python)} -"
-        rc, _, err = self.run(command, stdin=program, on_line=on_line)
-        if not results:
-            detail = err.strip().splitlines()[-3:] or [f"exit status {rc}"]
-            raise AgentFailed(f"`{command}` produced no result: {' / '.join(detail)}")
-        return results[-1]
+        collector = _ResultCollector(on_progress)
+        command = self._agent_command("-")
+        rc, _, err = self.run(command, stdin=program, on_line=collector.feed)
+        if collector.results is None:
+            raise AgentFailed(_no_result(command, rc, err))
+        return collector.results
 
     def close(self) -> None:
+        if self._agent is not None:
+            self._agent.close()
+            self._agent = None
         if self.fabric is not None:
             self.fabric.close()
+
+
+class _ResultCollector:
+    """Sorts agent output lines: progress events to a callback, the result kept."""
+
+    def __init__(self, on_progress: Progress | None) -> None:
+        self.on_progress = on_progress
+        self.results: list[dict[str, Any]] | None = None
+
+    def feed(self, line: str) -> bool:
+        """Take one line; True once it was the result."""
+        if line.startswith(agent.PROGRESS):
+            if self.on_progress:
+                self.on_progress(json.loads(line[len(agent.PROGRESS) :]))
+        elif line.startswith(agent.RESULT):
+            self.results = json.loads(line[len(agent.RESULT) :])
+            return True
+        return False
+
+
+def _no_result(command: str, rc: int | None, err: str) -> str:
+    detail = err.strip().splitlines()[-3:] or [f"exit status {rc}"]
+    return f"`{command}` produced no result: {' / '.join(detail)}"
+
+
+class _AgentProcess:
+    """A running agent (`serve`): requests in on stdin, lines out on stdout."""
+
+    def __init__(
+        self,
+        command: str,
+        send: Callable[[bytes], None],
+        stdout: IO[bytes],
+        read_errors: Callable[[], bytes],
+        finish: Callable[[bool], int | None],
+    ) -> None:
+        self.command = command
+        self.send = send
+        self.stdout = stdout
+        self.finish = finish
+        self.alive = True
+        self.errors = bytearray()
+        self.error_reader = threading.Thread(
+            target=self._keep_errors, args=(read_errors,), daemon=True
+        )
+        self.error_reader.start()
+
+    @classmethod
+    def remote(cls, transport: paramiko.Transport, command: str) -> _AgentProcess:
+        channel = transport.open_session(timeout=30)
+        channel.exec_command(command)
+
+        def finish(wait: bool) -> int | None:
+            channel.shutdown_write()  # EOF: the agent's serve loop ends
+            if not wait:
+                channel.close()
+                return None
+            deadline = time.monotonic() + AGENT_CLOSE_TIMEOUT_S
+            while not channel.exit_status_ready() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            rc = channel.recv_exit_status() if channel.exit_status_ready() else None
+            channel.close()
+            return rc
+
+        read_errors = lambda: channel.recv_stderr(4096)  # noqa: E731
+        return cls(command, channel.sendall, channel.makefile("rb"), read_errors, finish)
+
+    @classmethod
+    def local(cls, command: str) -> _AgentProcess:
+        proc = subprocess.Popen(
+            ["bash", "-c", command],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        stdin = proc.stdin
+
+        def send(data: bytes) -> None:
+            stdin.write(data)
+            stdin.flush()
+
+        def finish(wait: bool) -> int | None:
+            stdin.close()
+            if not wait:
+                return None  # it exits on EOF; the Popen object reaps it
+            try:
+                return proc.wait(timeout=AGENT_CLOSE_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                return proc.wait()
+
+        stderr = proc.stderr
+        return cls(command, send, proc.stdout, lambda: stderr.read1(4096), finish)
+
+    def _keep_errors(self, read_errors: Callable[[], bytes]) -> None:
+        for chunk in iter(read_errors, b""):
+            self.errors += chunk
+            del self.errors[:-STDERR_KEEP_BYTES]
+
+    def request(self, request: str, on_progress: Progress | None) -> list[dict[str, Any]]:
+        collector = _ResultCollector(on_progress)
+        self.send(request.encode() + b"\n")
+        for raw in iter(self.stdout.readline, b""):
+            if collector.feed(raw.decode("utf-8", "replace").rstrip("\n")):
+                assert collector.results is not None
+                return collector.results
+        # EOF before a result: the agent (or the interpreter, or sudo) is gone.
+        self.alive = False
+        rc = self.finish(True)
+        self.error_reader.join(timeout=2)
+        raise AgentFailed(_no_result(self.command, rc, self.errors.decode("utf-8", "replace")))
+
+    def close(self) -> None:
+        if self.alive:
+            self.alive = False
+            with contextlib.suppress(OSError, paramiko.SSHException, EOFError, ValueError):
+                self.finish(False)
+
+
+def _transport(fab: FabricConnection) -> paramiko.Transport:
+    transport = fab.client.get_transport()
+    if transport is None or not transport.is_active():
+        raise paramiko.SSHException("the connection is closed")
+    return transport
 
 
 def _run_channel(
@@ -122,10 +286,7 @@ def _run_channel(
     Paramiko directly rather than Fabric's `run`: Invoke pumps a non-file stdin one byte per
     10 ms, which would take minutes for the agent program.
     """
-    transport = fab.client.get_transport()
-    if transport is None or not transport.is_active():
-        raise paramiko.SSHException("the connection is closed")
-    channel = transport.open_session(timeout=30)
+    channel = _transport(fab).open_session(timeout=30)
     try:
         channel.exec_command(command)
         errors: list[bytes] = []

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
-import http.server
 import json
 import math
 import os
@@ -38,9 +36,8 @@ import socketserver
 import sys
 import threading
 import time
-import uuid
-from dataclasses import dataclass
-from typing import Callable, Iterator  # noqa: UP035 (collections.abc is not subscriptable on 3.8)
+from http import HTTPStatus
+from typing import Callable, Iterator, NamedTuple  # noqa: UP035 (collections.abc is not subscriptable on 3.8)
 from urllib.parse import parse_qs, urlsplit
 
 VERSION = "0.5.23-rehearsal"
@@ -97,8 +94,9 @@ def log(message: str, level: str = "INFO") -> None:
 # ---------------------------------------------------------------------------- command line
 
 
-@dataclass(frozen=True)
-class Timing:
+# NamedTuples, not dataclasses: importing dataclasses (and inspect) is a seventh of the
+# engine's start-up, and a rehearsal starts one engine per node.
+class Timing(NamedTuple):
     """The options before `--`: how the simulated server behaves over time."""
 
     load_seconds: float
@@ -113,8 +111,7 @@ class Timing:
     tokenizer_dir: str | None
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """The server flags the engine acts on; everything else in the planned argv is ignored."""
 
     engine: str  # "sglang" or "vllm"
@@ -315,8 +312,7 @@ class Aborted(Exception):
     """The client went away or the engine is shutting down."""
 
 
-@dataclass(frozen=True)
-class Bootstrap:
+class Bootstrap(NamedTuple):
     host: str
     port: int | None
     room: str
@@ -585,6 +581,8 @@ class Engine:
 
 
 def _http_json(host: str, port: int, path: str, timeout: float) -> dict:
+    import http.client  # only decode nodes fetch KV; imported here to keep start-up light
+
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", path)
@@ -664,7 +662,7 @@ def _make_jobs(
             )
         if engine.settings.mode == "prefill":
             limit = min(limit, 1)  # prefill produces the first token; decode does the rest
-        jobs.append(Job(count, limit, str(rid) if rid else uuid.uuid4().hex, boot))
+        jobs.append(Job(count, limit, str(rid) if rid else os.urandom(16).hex(), boot))
     return jobs
 
 
@@ -759,7 +757,7 @@ class OpenAIStream:
 
     def __init__(self, engine: Engine, jobs: list[Job], chat: bool, model: str) -> None:
         self.jobs, self.chat, self.model = jobs, chat, model
-        self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+        self.id = ("chatcmpl-" if chat else "cmpl-") + os.urandom(16).hex()
         self.created = int(time.time())
         self._sent = [0] * len(jobs)
         self._finished_sent = [False] * len(jobs)
@@ -860,7 +858,7 @@ def server_info(engine: Engine) -> dict:
         "internal_states": [state],
         "version": VERSION,
         "rehearsal": True,
-        "rehearsal_timing": t.__dict__,
+        "rehearsal_timing": t._asdict(),
     }
 
 
@@ -933,12 +931,116 @@ def _dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    """The model server's HTTP API (uvicorn look-alike: HTTP/1.1, keep-alive, chunked SSE)."""
+class HTTPHandler(socketserver.StreamRequestHandler):
+    """The part of HTTP/1.1 the model server's clients use: keep-alive, Content-Length and
+    chunked bodies. Hand-written rather than `http.server`: that module drags in http.client,
+    email and ssl, half of each engine's start-up, and a rehearsal starts one engine per node.
+
+    Subclasses define `do_<METHOD>` and answer with send_response/send_header/end_headers.
+    """
 
     protocol_version = "HTTP/1.1"
     server_version = "uvicorn"
-    sys_version = ""
+    max_header_lines = 200
+
+    def handle(self) -> None:
+        self.close_connection = False
+        while not self.close_connection:
+            if not self._read_request():
+                return
+            handler = getattr(self, "do_" + self.command, None)
+            if handler is None:
+                self.send_error(501, f"Unsupported method ({self.command!r})")
+            else:
+                handler()
+            self.wfile.flush()
+
+    def _read_request(self) -> bool:
+        """Reads the request line and headers; False when the connection should end."""
+        line = self.rfile.readline(65537)
+        if not line:
+            return False
+        self.requestline = line.decode("latin-1").rstrip("\r\n")
+        self.command, self.path, self.request_version = "", "", "HTTP/1.1"
+        if line.startswith(b"PRI * HTTP/2"):
+            # The router's gRPC probe opens with an h2c preface; answer as an HTTP/1.1-only
+            # server does.
+            self.requestline = "PRI * HTTP/2.0"
+            self.send_error(505, "HTTP/2 is not supported; this server speaks HTTP/1.1")
+            return False
+        words = self.requestline.split()
+        if len(line) > 65536 or len(words) != 3 or not words[2].startswith("HTTP/1."):
+            self.send_error(400, f"Bad request line {self.requestline[:100]!r}")
+            return False
+        self.command, self.path, self.request_version = words
+        self.headers = Headers()
+        for _ in range(self.max_header_lines):
+            raw = self.rfile.readline(65537)
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            name, sep, value = raw.decode("latin-1").partition(":")
+            if not sep:
+                self.send_error(400, "Malformed header line")
+                return False
+            self.headers[name.strip()] = value.strip()
+        else:
+            self.send_error(431, "Too many headers")
+            return False
+        connection = self.headers.get("Connection", "").lower()
+        http10 = self.request_version == "HTTP/1.0"
+        self.close_connection = connection == "close" or (http10 and connection != "keep-alive")
+        if self.headers.get("Expect", "").lower() == "100-continue" and not http10:
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl asks before big bodies
+        return True
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.log_request(code)
+        phrase = message or _phrase(code)
+        date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())
+        self._head = [f"HTTP/1.1 {code} {phrase}", f"Server: {self.server_version}"]
+        self._head.append(f"Date: {date}")
+
+    def send_header(self, name: str, value: str) -> None:
+        self._head.append(f"{name}: {value}")
+        if name.lower() == "connection" and value.lower() == "close":
+            self.close_connection = True
+
+    def end_headers(self) -> None:
+        self.wfile.write(("\r\n".join(self._head) + "\r\n\r\n").encode("latin-1"))
+
+    def send_error(self, code: int, message: str) -> None:
+        body = _dumps({"detail": message})
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_request(self, code: int) -> None:
+        pass
+
+
+class Headers(dict):
+    """Request headers, looked up case-insensitively."""
+
+    def __setitem__(self, name: str, value: str) -> None:
+        super().__setitem__(name.lower(), value)
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+
+def _phrase(code: int) -> str:
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return ""
+
+
+class Handler(HTTPHandler):
+    """The model server's HTTP API (uvicorn look-alike: HTTP/1.1, keep-alive, chunked SSE)."""
 
     @property
     def engine(self) -> Engine:
@@ -956,26 +1058,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
-    def parse_request(self) -> bool:
-        if self.raw_requestline.startswith(b"PRI * HTTP/2"):
-            # The router's gRPC probe opens with an h2c preface. http.server would answer it
-            # as HTTP/0.9 (a bare HTML body); answer like an HTTP/1.1-only server instead.
-            self.request_version, self.command = "HTTP/1.1", "PRI"
-            self.requestline = "PRI * HTTP/2.0"
-            self.send_error(505, "HTTP/2 is not supported; this server speaks HTTP/1.1")
-            return False
-        return super().parse_request()
-
-    def log_request(self, code: object = "-", size: object = "-") -> None:
-        try:
-            phrase = http.HTTPStatus(int(code)).phrase  # type: ignore[call-overload]
-        except ValueError:
-            phrase = ""
+    def log_request(self, code: int) -> None:
         peer = host_port(*self.client_address[:2])
-        log(f'INFO:     {peer} - "{self.requestline}" {code} {phrase}')
-
-    def log_message(self, format: str, *args: object) -> None:
-        log(f"{host_port(*self.client_address[:2])} - {format % args}", "WARNING")
+        log(f'INFO:     {peer} - "{self.requestline}" {code} {_phrase(code)}')
 
     def _dispatch(self, method: str) -> None:
         self._streaming = False
@@ -1203,12 +1288,8 @@ VLLM_ROUTES = {
 }
 
 
-class BootstrapHandler(http.server.BaseHTTPRequestHandler):
+class BootstrapHandler(HTTPHandler):
     """Prefill's KV bootstrap port: answers port checks, and tells decode when a room is done."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "uvicorn"
-    sys_version = ""
 
     def do_GET(self) -> None:
         self._read_body()
@@ -1245,21 +1326,13 @@ class BootstrapHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # the real bootstrap server does not log requests either
 
-
-class _ThreadingHTTPServer(http.server.ThreadingHTTPServer):
+class _ThreadingHTTPServer(socketserver.ThreadingTCPServer):
+    # No reverse lookup of the bind address (http.server's getfqdn stalls for seconds where
+    # no DNS resolver answers: test network namespaces, air-gapped clusters).
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 1024
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn(), which stalls for seconds where no
-        # DNS resolver answers (test network namespaces, air-gapped clusters).
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), port
 
 
 # ---------------------------------------------------------------------------- multi-node
@@ -1550,8 +1623,13 @@ def serve(settings: Settings, timing: Timing) -> int:
         log(str(exc), "ERROR")
         return 1
     received: list[int] = []
+
+    def on_signal(number: int, frame: object) -> None:
+        received.append(number)
+        engine.stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda number, frame: received.append(number))
+        signal.signal(signum, on_signal)
     for server in servers:
         threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True).start()
     if settings.serves_http:
@@ -1569,8 +1647,10 @@ def serve(settings: Settings, timing: Timing) -> int:
         timer = threading.Timer(timing.fail_after_seconds, engine.fail, args=(message,))
         timer.daemon = True
         timer.start()
-    while not received and not engine.stop.is_set():
-        time.sleep(0.05)
+    # Sleeps until a signal or a failure sets `stop`: sixteen idle engines on one machine
+    # (a rehearsal) must not spend its CPU polling.
+    while not engine.stop.wait(1.0):
+        pass
     if received:
         log(f"Received {signal.Signals(received[0]).name}; shutting down")
     engine.stop.set()

@@ -1,10 +1,12 @@
-"""The host-side agent: one phase of work per SSH command, results as JSON.
+"""The host-side agent: one request of tasks per phase, results as JSON.
 
-The executor sends this file's source plus a request to `python3 -` on each host, so a
-host needs nothing but Python 3.8+. Each task reads the current state first and acts only
-on a difference (Ansible's contract: ok / changed / skipped / failed), reporting before and
-after values. Long waits stream `@@progress` lines so the control side can draw a live
-view; the final line is `@@result` with every task's outcome.
+The executor starts this file once per host and command (`serve`: one JSON request per
+line on stdin, answered on stdout), so every phase of `toolkit up` reuses one login shell
+and one Python on each host; a host needs nothing but Python 3.8+. Each task reads the
+current state first and acts only on a difference (Ansible's contract: ok / changed /
+skipped / failed), reporting before and after values. Long waits stream `@@progress`
+lines so the control side can draw a live view; a request's last line is `@@result` with
+every task's outcome.
 
 Standard library only, and compatible with Python 3.8: it runs on the hosts' Python.
 """
@@ -22,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from urllib.parse import urlsplit
 
 RESULT = "@@result "
 PROGRESS = "@@progress "
@@ -66,7 +69,11 @@ def interfaces(with_prefix=False):
     """{interface: [addresses]} from `ip -j addr` (iproute2); "addr/prefix" if asked."""
     try:
         out = subprocess.run(
-            ["ip", "-j", "addr"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10
+            ["ip", "-j", "addr"],
+            stdin=subprocess.DEVNULL,  # stdin carries the agent's requests
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
         ).stdout
         data = json.loads(out.decode() or "[]")
     except (OSError, ValueError, subprocess.TimeoutExpired):
@@ -148,17 +155,38 @@ def tail(path, lines):
     return data.splitlines()[-lines:] if lines > 0 else []
 
 
-def http_get(url, timeout=3.0):
-    import urllib.error  # imported where used: most phases need no HTTP (start-up cost)
-    import urllib.request
+def http_status(url, timeout=3.0):
+    """The HTTP status of GET `url`; 0 when a connection opened but no HTTP status came back
+    (still starting up, or not HTTP), None when no connection opened (nothing listening).
 
+    A bare socket rather than urllib: a readiness poll needs only the status line, and
+    urllib would route through any http_proxy set on the host and cost every agent its
+    import time.
+    """
+    parts = urlsplit(url)
+    request = "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (
+        parts.path or "/",
+        parts.netloc,
+    )
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, resp.read(65536).decode("utf-8", "replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
-    except (OSError, ValueError):
-        return None, ""
+        sock = socket.create_connection((parts.hostname, parts.port or 80), timeout)
+    except OSError:
+        return None
+    head = b""
+    try:
+        with sock:
+            sock.sendall(request.encode())
+            while b"\r\n" not in head and len(head) < 4096:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+    except OSError:
+        return 0
+    fields = head.split(b"\r\n", 1)[0].split()
+    if len(fields) >= 2 and fields[0].startswith(b"HTTP/") and fields[1].isdigit():
+        return int(fields[1])
+    return 0
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -335,9 +363,12 @@ def _state(target, started):
     pid = read_pid(target["pidfile"])
     if pid is None or not alive(pid):
         return "failed"
-    if target.get("port") and not port_in_use(target["port"], target["bind"], listening_ports()):
+    # A refused connection means the port is not open yet. Asking the socket rather than
+    # reading /proc/net/tcp matters: the kernel walks its whole TCP hash table for that file,
+    # and every node's poll would pay for it several times a second.
+    status = http_status(target["url"], timeout=2.0)
+    if status is None:
         return "starting"
-    status, _ = http_get(target["url"], timeout=2.0)
     return "ready" if status == target.get("expect", 200) else "loading"
 
 
@@ -431,26 +462,30 @@ def task_probe(args, check):
 
 
 def task_http(args, check):
-    import urllib.error
-    import urllib.request
+    """One request (the smoke test), with http.client: it reads chunked answers, and unlike
+    urllib it never sends cluster-internal traffic to a proxy from the host's environment."""
+    import http.client  # imported where used: most phases need no HTTP (start-up cost)
 
+    parts = urlsplit(args["url"])
     body = args.get("body")
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(
-        args["url"],
-        data=data,
-        method=args.get("method", "GET"),
-        headers={"Content-Type": "application/json"},
+    path = parts.path + ("?" + parts.query if parts.query else "")
+    conn = http.client.HTTPConnection(
+        parts.hostname, parts.port or 80, timeout=float(args.get("timeout", 60))
     )
     try:
-        with urllib.request.urlopen(req, timeout=float(args.get("timeout", 60))) as resp:
-            text = resp.read(1 << 20).decode("utf-8", "replace")
-            return result("http", "ok", "HTTP %d" % resp.status, code=resp.status, body=text)
-    except urllib.error.HTTPError as exc:
-        text = exc.read(65536).decode("utf-8", "replace")
-        return result("http", "failed", "HTTP %d: %s" % (exc.code, text[:300]), code=exc.code)
-    except (OSError, ValueError) as exc:
+        conn.request(
+            args.get("method", "GET"), path, body=data, headers={"Content-Type": "application/json"}
+        )
+        resp = conn.getresponse()
+        text = resp.read(1 << 20).decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException) as exc:
         return result("http", "failed", "request to {} failed: {}".format(args["url"], exc))
+    finally:
+        conn.close()
+    if resp.status >= 400:
+        return result("http", "failed", "HTTP %d: %s" % (resp.status, text[:300]), code=resp.status)
+    return result("http", "ok", "HTTP %d" % resp.status, code=resp.status, body=text)
 
 
 def task_status(args, check):
@@ -464,7 +499,8 @@ def task_status(args, check):
                 uptime = time.time() - os.stat("/proc/%d" % pid).st_mtime
             except OSError:
                 uptime = None
-        code = http_get(item["url"], timeout=2.0)[0] if is_alive and item.get("url") else None
+        code = http_status(item["url"], timeout=2.0) if is_alive and item.get("url") else None
+        code = code or None  # 0: open but no HTTP answer
         rows.append(
             {
                 "name": item["name"],
@@ -505,11 +541,12 @@ def task_stop(args, check):
             _signal_group(pid, signal.SIGTERM)
         deadline = time.time() + float(args.get("grace", 20))
         while time.time() < deadline and any(alive(p) for p in pids):
-            time.sleep(0.2)
+            time.sleep(0.05)
         killed = [p for p in pids if alive(p)]
         for pid in killed:
             _signal_group(pid, signal.SIGKILL)
-        time.sleep(0.3)
+        if killed:
+            time.sleep(0.3)  # SIGKILL is not synchronous; let the kernel reap before verifying
         found = "stopped %d process%s%s" % (
             len(pids),
             "es" if len(pids) != 1 else "",
@@ -629,3 +666,14 @@ def main(request):
             break
     sys.stdout.write(RESULT + json.dumps(results) + "\n")
     sys.stdout.flush()
+
+
+def serve():
+    """Answer requests, one JSON line each, until stdin closes (the session ended)."""
+    for line in iter(sys.stdin.buffer.readline, b""):
+        try:
+            main(json.loads(line))
+        except Exception as exc:  # a malformed request must not end the session
+            failure = result("agent", "failed", "bad request: %s: %s" % (type(exc).__name__, exc))
+            sys.stdout.write(RESULT + json.dumps([failure]) + "\n")
+            sys.stdout.flush()
