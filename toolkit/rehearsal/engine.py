@@ -1623,13 +1623,10 @@ def serve(settings: Settings, timing: Timing) -> int:
         log(str(exc), "ERROR")
         return 1
     received: list[int] = []
-
-    def on_signal(number: int, frame: object) -> None:
-        received.append(number)
-        engine.stop.set()
-
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
+        # Only a list append: a handler that took a lock (Event.set) could deadlock with the
+        # main thread it interrupts inside Event.wait.
+        signal.signal(signum, lambda number, frame: received.append(number))
     for server in servers:
         threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True).start()
     if settings.serves_http:
@@ -1647,9 +1644,9 @@ def serve(settings: Settings, timing: Timing) -> int:
         timer = threading.Timer(timing.fail_after_seconds, engine.fail, args=(message,))
         timer.daemon = True
         timer.start()
-    # Sleeps until a signal or a failure sets `stop`: sixteen idle engines on one machine
-    # (a rehearsal) must not spend its CPU polling.
-    while not engine.stop.wait(1.0):
+    # A few wake-ups a second, not a busy poll: sixteen idle engines share one machine in a
+    # rehearsal, and a failure elsewhere sets `stop` at once.
+    while not received and not engine.stop.wait(0.2):
         pass
     if received:
         log(f"Received {signal.Signals(received[0]).name}; shutting down")
