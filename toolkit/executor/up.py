@@ -1,11 +1,12 @@
 """`toolkit up`: carry a Plan out, phase by phase, every host in parallel.
 
-Phases (one agent command per host each): prepare (no other run active, planned ports
-free, NIC present or detected) → tune (governor, sysctls; read, compare, write; previous
-values recorded) → launch (owner-only launch scripts, detached start in their own process
-group) → wait (/health on every node, live view; a dead process is reported at once) →
-router (start, /readiness) → smoke request. Nothing is changed on any host until every
-host has passed prepare; `check` stops after showing what tune would change.
+Phases (one request each to every host's agent; one agent process per host serves them
+all): prepare (no other run active, planned ports free, NIC present or detected) → tune
+(governor, sysctls; read, compare, write; previous values recorded) → launch (owner-only
+launch scripts, detached start in their own process group) → wait (/health on every node,
+live view; a dead process is reported at once) → router (start, /readiness) → smoke
+request. Nothing is changed on any host until every host has passed prepare; `check`
+stops after showing what tune would change.
 Before prepare, `toolkit check` runs on the same connections (unless skip_check): a ✘ stops.
 """
 
