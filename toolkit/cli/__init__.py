@@ -7,7 +7,9 @@ anything else is a bug: a short notice, and the traceback with --debug.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import sys
 
 import click
@@ -68,3 +70,24 @@ def main(ctx: click.Context, debug: bool) -> None:
     """Stand up, benchmark and tear down LLM serving clusters on bare metal."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+
+
+def run() -> None:
+    """The `toolkit` executable: `main`, then an exit without interpreter teardown.
+
+    Tearing down the modules (pydantic, paramiko, rich) and a command's SSH sessions costs a
+    few tenths of a second after the work is done; every file and record a command writes is
+    closed before it returns, so only the output streams need flushing.
+    """
+    try:
+        main()
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader that went away (`| head`)
+            stream.flush()
+    os._exit(code or 0)

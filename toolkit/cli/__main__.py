@@ -1,5 +1,5 @@
 """`python -m toolkit.cli` is the `toolkit` command."""
 
-from toolkit.cli import main
+from toolkit.cli import run
 
-main()
+run()
