@@ -9,7 +9,7 @@ still refused).
 Work goes to one agent process per host (`toolkit/remote/agent.py`), started on the first
 request and fed one JSON request per phase over the same channel. Every SSH command costs
 the host a login shell, and shells often run heavy rc files (`conda init`, `pyenv init`:
-~170 ms of CPU each on the test hosts), so a command pays for one shell and one Python per
+about 0.2 CPU-seconds each on the test hosts), so a command pays for one shell and one Python per
 host, not one per phase. A request made while the agent is busy (stopping a run while
 another phase waits on it) gets a one-off agent of its own.
 """
@@ -253,11 +253,17 @@ class _AgentProcess:
 
     def request(self, request: str, on_progress: Progress | None) -> list[dict[str, Any]]:
         collector = _ResultCollector(on_progress)
-        self.send(request.encode() + b"\n")
-        for raw in iter(self.stdout.readline, b""):
-            if collector.feed(raw.decode("utf-8", "replace").rstrip("\n")):
-                assert collector.results is not None
-                return collector.results
+        try:
+            self.send(request.encode() + b"\n")
+            for raw in iter(self.stdout.readline, b""):
+                if collector.feed(raw.decode("utf-8", "replace").rstrip("\n")):
+                    assert collector.results is not None
+                    return collector.results
+        except BaseException:
+            # Left mid-request (lost connection, a failing progress callback, Ctrl-C): the
+            # rest of this answer would be read as the next one's, so never reuse it.
+            self.close()
+            raise
         # EOF before a result: the agent (or the interpreter, or sudo) is gone.
         self.alive = False
         rc = self.finish(True)

@@ -934,12 +934,12 @@ def _dumps(obj: object) -> bytes:
 class HTTPHandler(socketserver.StreamRequestHandler):
     """The part of HTTP/1.1 the model server's clients use: keep-alive, Content-Length and
     chunked bodies. Hand-written rather than `http.server`: that module drags in http.client,
-    email and ssl, half of each engine's start-up, and a rehearsal starts one engine per node.
+    email and ssl, about half of the engine's import time, and a rehearsal starts one engine
+    per node.
 
     Subclasses define `do_<METHOD>` and answer with send_response/send_header/end_headers.
     """
 
-    protocol_version = "HTTP/1.1"
     server_version = "uvicorn"
     max_header_lines = 200
 

@@ -164,8 +164,9 @@ def http_status(url, timeout=3.0):
     import time.
     """
     parts = urlsplit(url)
+    target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
     request = "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (
-        parts.path or "/",
+        target,
         parts.netloc,
     )
     try:
@@ -363,9 +364,8 @@ def _state(target, started):
     pid = read_pid(target["pidfile"])
     if pid is None or not alive(pid):
         return "failed"
-    # A refused connection means the port is not open yet. Asking the socket rather than
-    # reading /proc/net/tcp matters: the kernel walks its whole TCP hash table for that file,
-    # and every node's poll would pay for it several times a second.
+    # A refused connection means the port is not open yet: the request itself tells
+    # "starting" from "loading", with no separate look at the listening sockets.
     status = http_status(target["url"], timeout=2.0)
     if status is None:
         return "starting"
