@@ -132,7 +132,7 @@ class Session:
         else:
             process = _AgentProcess.remote(_transport(self.fabric), command)
         source = AGENT_SOURCE.encode()
-        process.send(b"%d\n" % len(source) + source)
+        process.unsent = b"%d\n" % len(source) + source  # goes out with the first request
         return process
 
     def _one_off_agent(self, request: str, on_progress: Progress | None) -> list[dict[str, Any]]:
@@ -186,11 +186,14 @@ class _AgentProcess:
         stdout: IO[bytes],
         read_errors: Callable[[], bytes],
         finish: Callable[[bool], int | None],
+        connected: Callable[[], bool] = lambda: True,
     ) -> None:
         self.command = command
         self.send = send
         self.stdout = stdout
         self.finish = finish
+        self.connected = connected
+        self.unsent = b""
         self.alive = True
         self.errors = bytearray()
         self.error_reader = threading.Thread(
@@ -204,7 +207,8 @@ class _AgentProcess:
         channel.exec_command(command)
 
         def finish(wait: bool) -> int | None:
-            channel.shutdown_write()  # EOF: the agent's serve loop ends
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                channel.shutdown_write()  # EOF: the agent's serve loop ends
             if not wait:
                 channel.close()
                 return None
@@ -216,7 +220,8 @@ class _AgentProcess:
             return rc
 
         read_errors = lambda: channel.recv_stderr(4096)  # noqa: E731
-        return cls(command, channel.sendall, channel.makefile("rb"), read_errors, finish)
+        stdout = channel.makefile("rb")
+        return cls(command, channel.sendall, stdout, read_errors, finish, transport.is_active)
 
     @classmethod
     def local(cls, command: str) -> _AgentProcess:
@@ -234,7 +239,8 @@ class _AgentProcess:
             stdin.flush()
 
         def finish(wait: bool) -> int | None:
-            stdin.close()
+            with contextlib.suppress(OSError):  # a pipe to an agent that already exited
+                stdin.close()
             if not wait:
                 return None  # it exits on EOF; the Popen object reaps it
             try:
@@ -254,17 +260,23 @@ class _AgentProcess:
     def request(self, request: str, on_progress: Progress | None) -> list[dict[str, Any]]:
         collector = _ResultCollector(on_progress)
         try:
-            self.send(request.encode() + b"\n")
+            self.send(self.unsent + request.encode() + b"\n")
+            self.unsent = b""
             for raw in iter(self.stdout.readline, b""):
                 if collector.feed(raw.decode("utf-8", "replace").rstrip("\n")):
                     assert collector.results is not None
                     return collector.results
+        except (OSError, EOFError, paramiko.SSHException):
+            if not self.connected():
+                self.close()
+                raise
+            # The connection is fine: the agent's end closed (it, its Python or sudo is gone).
         except BaseException:
-            # Left mid-request (lost connection, a failing progress callback, Ctrl-C): the
-            # rest of this answer would be read as the next one's, so never reuse it.
+            # Left mid-request (a failing progress callback, Ctrl-C): the rest of this answer
+            # would be read as the next one's, so never reuse it.
             self.close()
             raise
-        # EOF before a result: the agent (or the interpreter, or sudo) is gone.
+        # No result: the agent (or the interpreter, or sudo) is gone.
         self.alive = False
         rc = self.finish(True)
         self.error_reader.join(timeout=2)
