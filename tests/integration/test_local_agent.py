@@ -1,6 +1,6 @@
 """The host agent through a local session (`ansible_connection: local`, the README's local
 rehearsal): one agent process serves a command's requests; a request made while it is busy
-gets a one-off agent; a missing interpreter is a clear failure. Real processes, no SSH."""
+gets an agent of its own; a missing interpreter is a clear failure. Real processes, no SSH."""
 
 from __future__ import annotations
 

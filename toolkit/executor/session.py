@@ -11,7 +11,7 @@ request and fed one JSON request per phase over the same channel. Every SSH comm
 the host a login shell, and shells often run heavy rc files (`conda init`, `pyenv init`:
 about 0.2 CPU-seconds each on the test hosts), so a command pays for one shell and one Python per
 host, not one per phase. A request made while the agent is busy (stopping a run while
-another phase waits on it) gets a one-off agent of its own.
+another phase waits on it) gets a second agent, closed after that request.
 """
 
 from __future__ import annotations
@@ -111,22 +111,27 @@ class Session:
     ) -> list[dict[str, Any]]:
         """Run agent tasks as one request; return their results."""
         request = json.dumps({"ops": ops, "check": check})
-        if not self._agent_busy.acquire(blocking=False):
-            return self._one_off_agent(request, on_progress)
         try:
-            if self._agent is None or not self._agent.alive:
-                self._agent = self._start_agent()
-            return self._agent.request(request, on_progress)
+            if not self._agent_busy.acquire(blocking=False):
+                # Another phase holds the agent (stopping a run while a wait runs on it):
+                # this request gets an agent of its own, closed after it.
+                one_off = self._start_agent()
+                try:
+                    return one_off.request(request, on_progress)
+                finally:
+                    one_off.close()
+            try:
+                if self._agent is None or not self._agent.alive:
+                    self._agent = self._start_agent()
+                return self._agent.request(request, on_progress)
+            finally:
+                self._agent_busy.release()
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise Unreachable(f"lost the connection: {exc}") from exc
-        finally:
-            self._agent_busy.release()
-
-    def _agent_command(self, python_args: str) -> str:
-        return f"{self._prefix()}{shlex.quote(self.python)} {python_args}"
 
     def _start_agent(self) -> _AgentProcess:
-        command = self._agent_command(f"-u -c {shlex.quote(AGENT_BOOTSTRAP)}")
+        python = f"{self._prefix()}{shlex.quote(self.python)}"
+        command = f"{python} -u -c {shlex.quote(AGENT_BOOTSTRAP)}"
         if self.fabric is None:
             process = _AgentProcess.local(command)
         else:
@@ -135,45 +140,12 @@ class Session:
         process.unsent = b"%d\n" % len(source) + source  # goes out with the first request
         return process
 
-    def _one_off_agent(self, request: str, on_progress: Progress | None) -> list[dict[str, Any]]:
-        """The agent as a command of its own: source and request on stdin, then EOF."""
-        program = AGENT_SOURCE + f"\nmain(json.loads({request!r}))\n"
-        collector = _ResultCollector(on_progress)
-        command = self._agent_command("-")
-        rc, _, err = self.run(command, stdin=program, on_line=collector.feed)
-        if collector.results is None:
-            raise AgentFailed(_no_result(command, rc, err))
-        return collector.results
-
     def close(self) -> None:
         if self._agent is not None:
             self._agent.close()
             self._agent = None
         if self.fabric is not None:
             self.fabric.close()
-
-
-class _ResultCollector:
-    """Sorts agent output lines: progress events to a callback, the result kept."""
-
-    def __init__(self, on_progress: Progress | None) -> None:
-        self.on_progress = on_progress
-        self.results: list[dict[str, Any]] | None = None
-
-    def feed(self, line: str) -> bool:
-        """Take one line; True once it was the result."""
-        if line.startswith(agent.PROGRESS):
-            if self.on_progress:
-                self.on_progress(json.loads(line[len(agent.PROGRESS) :]))
-        elif line.startswith(agent.RESULT):
-            self.results = json.loads(line[len(agent.RESULT) :])
-            return True
-        return False
-
-
-def _no_result(command: str, rc: int | None, err: str) -> str:
-    detail = err.strip().splitlines()[-3:] or [f"exit status {rc}"]
-    return f"`{command}` produced no result: {' / '.join(detail)}"
 
 
 class _AgentProcess:
@@ -258,14 +230,16 @@ class _AgentProcess:
             del self.errors[:-STDERR_KEEP_BYTES]
 
     def request(self, request: str, on_progress: Progress | None) -> list[dict[str, Any]]:
-        collector = _ResultCollector(on_progress)
+        """Send one request; progress lines go to `on_progress`, the result is returned."""
         try:
             self.send(self.unsent + request.encode() + b"\n")
             self.unsent = b""
             for raw in iter(self.stdout.readline, b""):
-                if collector.feed(raw.decode("utf-8", "replace").rstrip("\n")):
-                    assert collector.results is not None
-                    return collector.results
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                if line.startswith(agent.RESULT):
+                    return json.loads(line[len(agent.RESULT) :])
+                if line.startswith(agent.PROGRESS) and on_progress:
+                    on_progress(json.loads(line[len(agent.PROGRESS) :]))
         except (OSError, EOFError, paramiko.SSHException):
             if not self.connected():
                 self.close()
@@ -280,7 +254,9 @@ class _AgentProcess:
         self.alive = False
         rc = self.finish(True)
         self.error_reader.join(timeout=2)
-        raise AgentFailed(_no_result(self.command, rc, self.errors.decode("utf-8", "replace")))
+        detail = self.errors.decode("utf-8", "replace").strip().splitlines()[-3:]
+        detail = detail or [f"exit status {rc}"]
+        raise AgentFailed(f"`{self.command}` produced no result: {' / '.join(detail)}")
 
     def close(self) -> None:
         if self.alive:
