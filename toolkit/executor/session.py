@@ -210,11 +210,10 @@ class _AgentProcess:
             stdin.write(data)
             stdin.flush()
 
-        def finish(wait: bool) -> int | None:
+        def finish(_wait: bool) -> int | None:
             with contextlib.suppress(OSError):  # a pipe to an agent that already exited
                 stdin.close()
-            if not wait:
-                return None  # it exits on EOF; the Popen object reaps it
+            # Always reaped (it exits at once on EOF): an unwaited child stays a zombie.
             try:
                 return proc.wait(timeout=AGENT_CLOSE_TIMEOUT_S)
             except subprocess.TimeoutExpired:
