@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import re
 import struct
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from netns import TestCluster
-from toolkit_cli import kill_leftovers, toolkit
+from toolkit_cli import HOST_PYTHON, kill_leftovers, toolkit
 
 pytestmark = pytest.mark.integration
 PROFILE = "a3-1p1d-64k"  # SLO: median TPOT <= 50 ms
@@ -35,7 +34,7 @@ class Run:
         self.inventory = cluster.write_inventory(
             tmp / "inv.yaml",
             {"prefill": cluster.hosts[:2], "decode": cluster.hosts[2:4]},
-            {"model_path": "/models/glm-5.1-w4a8", "python": sys.executable},
+            {"model_path": "/models/glm-5.1-w4a8", "python": HOST_PYTHON},
             workdirs=workdirs,
         )
 

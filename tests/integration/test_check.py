@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from netns import TestCluster, TestHost
+from toolkit_cli import HOST_PYTHON
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +77,7 @@ class Setup:
         path = self.cluster.write_inventory(
             self.tmp / "inventory.yaml",
             groups,
-            {"python": sys.executable},
+            {"python": HOST_PYTHON},
             workdirs=self.workdirs,
         )
         doc = yaml.safe_load(path.read_text())

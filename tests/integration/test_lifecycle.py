@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from netns import TestCluster, TestHost
-from toolkit_cli import kill_leftovers, run_processes, toolkit
+from toolkit_cli import HOST_PYTHON, kill_leftovers, run_processes, toolkit
 
 pytestmark = pytest.mark.integration
 PROFILE = "a3-1p1d-64k"
@@ -53,7 +53,7 @@ def env(
     e.inventory = ssh_cluster.write_inventory(
         tmp_path / "inv.yaml",
         {"prefill": hosts[:2], "decode": hosts[2:4]},
-        {"model_path": "/models/glm-5.1-w4a8", "python": sys.executable},
+        {"model_path": "/models/glm-5.1-w4a8", "python": HOST_PYTHON},
         workdirs=host_workdirs,
     )
     try:
@@ -240,7 +240,7 @@ def test_unreachable_host_is_reported_and_nothing_changes(env: Env, tmp_path: Pa
     inv = env.cluster.write_inventory(
         tmp_path / "dead.yaml",
         {"prefill": env.hosts[:2], "decode": [env.hosts[2], dead]},
-        {"model_path": "/m", "python": sys.executable},
+        {"model_path": "/m", "python": HOST_PYTHON},
         workdirs=env.workdirs,
     )
     up = env.up(inventory=inv)
@@ -259,7 +259,7 @@ def test_check_mode_and_nic_errors(env: Env, tmp_path: Path) -> None:
     inv = env.cluster.write_inventory(
         tmp_path / "badnic.yaml",
         {"prefill": env.hosts[:2], "decode": env.hosts[2:4]},
-        {"model_path": "/m", "python": sys.executable, "nic": "enp99s0"},
+        {"model_path": "/m", "python": HOST_PYTHON, "nic": "enp99s0"},
         workdirs=env.workdirs,
     )
     bad = env.up("--skip-check", inventory=inv)  # the executor guards on its own too
@@ -287,7 +287,7 @@ def test_become_through_sudo_for_a_non_root_login(env: Env, tmp_path: Path) -> N
         {"prefill": env.hosts[:2], "decode": env.hosts[2:4]},
         {
             "model_path": "/m",
-            "python": sys.executable,
+            "python": HOST_PYTHON,
             "ansible_user": user,
             "ansible_become": True,
         },
@@ -312,7 +312,7 @@ def test_2p1d_on_six_hosts_routes_through_both_prefill_leaders(
     inv = ssh_cluster.write_inventory(
         tmp_path / "2p1d.yaml",
         {"prefill": hosts[:4], "decode": hosts[4:6]},
-        {"model_path": "/m", "python": sys.executable},
+        {"model_path": "/m", "python": HOST_PYTHON},
         workdirs=env.workdirs,
     )
     up = env.up(inventory=inv, profile="a3-2p1d-128k-prefix90")
@@ -340,7 +340,7 @@ def test_mixed_two_node_profile_serves_from_rank_0(
     inv = ssh_cluster.write_inventory(
         tmp_path / "mixed.yaml",
         {"mixed": env.hosts[:2]},
-        {"model_path": "/m", "python": sys.executable},
+        {"model_path": "/m", "python": HOST_PYTHON},
         workdirs=env.workdirs,
     )
     up = env.up(inventory=inv, profile="a3-mixed-3k5")
@@ -360,7 +360,7 @@ def test_an_injection_attempt_in_the_inventory_stays_a_literal_path(
     inv = env.cluster.write_inventory(
         tmp_path / "evil.yaml",
         {"prefill": env.hosts[:2], "decode": env.hosts[2:4]},
-        {"model_path": evil, "python": sys.executable},
+        {"model_path": evil, "python": HOST_PYTHON},
         workdirs=env.workdirs,
     )
     up = env.up(inventory=inv)

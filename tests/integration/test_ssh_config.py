@@ -7,13 +7,12 @@ namespace); only the bastion may reach them. With a ProxyJump entry in ~/.ssh/co
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from netns import TestCluster, TestHost
-from toolkit_cli import kill_leftovers, run_processes, toolkit
+from toolkit_cli import HOST_PYTHON, kill_leftovers, run_processes, toolkit
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +47,7 @@ def test_proxyjump_from_ssh_config_reaches_hosts_behind_a_bastion(
     inventory = ssh_cluster.write_inventory(
         tmp_path / "inv.yaml",
         {"mixed": hidden},
-        {"model_path": "/m", "python": sys.executable},
+        {"model_path": "/m", "python": HOST_PYTHON},
         workdirs=host_workdirs,
     )
 

@@ -13,6 +13,9 @@ from pathlib import Path
 from netns import TestHost
 
 REPO = Path(__file__).resolve().parents[2]
+# The test hosts' Python: sees the router, the bench client and torch, never toolkit (as on a
+# real cluster, where toolkit is installed on the control machine only). scripts/setup.sh makes it.
+HOST_PYTHON = str(REPO / ".venv-host" / "bin" / "python")
 
 
 def toolkit(
