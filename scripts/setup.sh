@@ -45,7 +45,8 @@ fi
 
 # The test hosts' Python (.venv-host): a venv that sees the packages of .venv (the router, the
 # bench client, torch) but not toolkit itself, as on a real cluster, where toolkit is installed
-# only on the control machine. A path line in a .pth file adds that directory to sys.path
+# only on the control machine (its editable install leaves only toolkit/_data, no code, in
+# site-packages). A path line in a .pth file adds that directory to sys.path
 # without reading the .pth files inside it, so .venv's editable toolkit (a .pth) stays out.
 if [ ! -x .venv-host/bin/python ]; then
   "$PY" -m venv .venv-host
@@ -53,7 +54,7 @@ fi
 host_site=$(.venv-host/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 ctl_site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$ctl_site" > "$host_site/toolkit-test-host.pth"
-if (cd / && .venv-host/bin/python -c 'import toolkit' 2>/dev/null); then
+if (cd / && .venv-host/bin/python -c 'import toolkit.cli' 2>/dev/null); then
   echo "setup: .venv-host must not import toolkit" >&2
   exit 1
 fi
