@@ -1,19 +1,20 @@
 """Launch scripts rendered from the plan (Jinja2 templates in `roles/*/templates/`).
 
 The same templates serve `toolkit plan --format sh` (scripts a user can read, diff and run
-by hand) and the executor (which uploads them). Every value goes through `shlex.quote`.
+by hand) and the executor (which uploads them). Every value goes through `toolkit.shell`:
+quoted as a word, escaped in a comment, validated where it cannot be quoted (env names).
 Secret env values are inlined only when the caller asks (the executor's owner-only
 scripts); otherwise the script reads them from the environment it runs in.
 """
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
+from toolkit import shell
 from toolkit.plan import NodePlan, Plan, ProcessPlan, Tuning
 from toolkit.resources import data_dir
 from toolkit.secrets import is_secret
@@ -35,8 +36,10 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    env.filters["q"] = lambda value: shlex.quote(str(value))
-    env.filters["shjoin"] = lambda argv: shlex.join(str(a) for a in argv)
+    env.filters["q"] = shell.quote
+    env.filters["shjoin"] = shell.join
+    env.filters["comment"] = shell.comment
+    env.filters["envname"] = shell.env_name
     return env
 
 
