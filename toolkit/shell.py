@@ -19,8 +19,24 @@ from toolkit.names import check_env_name
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 
 
+class FromEnv(str):
+    """An argv word whose secret part is read from an environment variable when the script
+    runs: `FromEnv("--api-key=", "X")` is written `'--api-key='"${X}"`. Scripts a user
+    keeps (`toolkit plan --format sh`) carry the variable's name, never the secret."""
+
+    def __new__(cls, prefix: str, name: str) -> FromEnv:
+        word = super().__new__(cls, prefix + "${" + check_env_name(name) + "}")
+        word.prefix, word.name = prefix, name
+        return word
+
+    prefix: str
+    name: str
+
+
 def quote(value: object) -> str:
     """One shell word, whatever the value holds."""
+    if isinstance(value, FromEnv):
+        return (shlex.quote(value.prefix) if value.prefix else "") + f'"${{{value.name}}}"'
     return shlex.quote(str(value))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import threading
 import time
 from typing import Any
@@ -11,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from toolkit import shell
 from toolkit.errors import ToolkitError
 from toolkit.executor import state
 from toolkit.executor.cluster import Cluster, HostWork, host_work
@@ -148,7 +148,7 @@ def _follow(cluster: Cluster, chosen: dict[str, list[str]], lines: int, console:
     lock = threading.Lock()
 
     def stream(session: Session) -> None:
-        paths = " ".join(shlex.quote(p) for p in chosen[session.name])
+        paths = " ".join(shell.quote(p) for p in chosen[session.name])
         prefix = f"[{session.name}] "
 
         def show(line: str) -> None:
