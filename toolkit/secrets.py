@@ -95,9 +95,30 @@ def secret_flags_to_env(engine: str, args: dict[str, Any]) -> tuple[dict[str, An
     return kept, env
 
 
-def mask_text(text: str, env: dict[str, str]) -> str:
-    """Replace every secret value that occurs in free text (log lines, commands)."""
-    for name, value in env.items():
+# `api_key='v'`, `HF_TOKEN=v`, `"password": "v"`, `--api-key v` in free text (an engine logs
+# its parsed arguments at start-up: sglang prints `ServerArgs(..., api_key='...')`).
+_NAMED_SECRET = re.compile(
+    r"(?<![A-Za-z0-9_.-])(?P<name>(?:--)?[A-Za-z0-9_.-]*"
+    r"(?:token|secret|password|passwd|key|keys))"
+    r"(?P<sep>['\"]?\s*[=:]\s*|(?<=[a-z])\s+(?=[^-\s]))(?P<quote>['\"]?)"
+    r"(?P<value>[^'\"\s,)}\]]+)",
+    re.I,
+)
+_NOT_SECRET_VALUES = {"none", "null", "true", "false", MASK.lower()}
+
+
+def _mask_named(match: re.Match[str]) -> str:
+    name, value = match.group("name"), match.group("value")
+    flag_form = match.group("sep").isspace()
+    if value.lower() in _NOT_SECRET_VALUES or (flag_form and not name.startswith("--")):
+        return match.group(0)
+    return match.group(0)[: match.start("value") - match.start()] + MASK
+
+
+def mask_text(text: str, env: dict[str, str] | None = None) -> str:
+    """Mask secrets in free text (log lines, commands): every secret env value that occurs,
+    and any value written next to a secret-looking name."""
+    for name, value in (env or {}).items():
         if is_secret(name) and value and len(value) >= 4:
             text = text.replace(value, MASK)
-    return text
+    return _NAMED_SECRET.sub(_mask_named, text)

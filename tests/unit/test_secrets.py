@@ -18,7 +18,7 @@ import pytest
 from tests.unit.test_planner import plan_for
 from toolkit.render.plan_text import argv_text
 from toolkit.render.scripts import ScriptOptions, node_script
-from toolkit.secrets import MASK, is_secret_flag, mask_argv
+from toolkit.secrets import MASK, is_secret_flag, mask_argv, mask_text
 
 SECRET = "sk-live-0123456789"
 VLLM = "b200-glm5-fp8-vllm"
@@ -127,3 +127,23 @@ def test_kept_scripts_read_secret_flags_from_the_environment(tmp_path: Path) -> 
     ran = subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env, timeout=30)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == "--api-key|k1|--hf-token=k2|"
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        (
+            f"ServerArgs(api_key='{SECRET}', admin_api_key=None, max_total_tokens=5)",
+            "ServerArgs(api_key='********', admin_api_key=None, max_total_tokens=5)",
+        ),
+        (
+            f"x --api-key {SECRET} --port 5 --hf-token={SECRET}",
+            f"x --api-key {MASK} --port 5 --hf-token={MASK}",
+        ),
+        (f'{{"password": "{SECRET}", "n": 2}}', f'{{"password": "{MASK}", "n": 2}}'),
+        ("the key was rotated; num_max_dispatch_tokens_per_rank=128", None),
+    ],
+)
+def test_log_lines_mask_values_next_to_secret_names(line: str, shown: str | None) -> None:
+    """`toolkit logs` and up's failure report print engine logs, which echo their arguments."""
+    assert mask_text(line) == (line if shown is None else shown)
