@@ -6,7 +6,9 @@ Ansible. Toolkit's groups are `prefill`, `decode` and `mixed` (serving hosts, in
 written: order decides instances and ranks), plus optional `router` and `bench`.
 
 Unknown variables are errors, never ignored: a misspelt `ansible_hots` would otherwise send
-SSH to the wrong address.
+SSH to the wrong address. Host, group and user names, addresses and paths are validated here
+(`toolkit.names`), where they enter, so nothing later can be handed a name that breaks a
+command line. Membership is kept in ordered dicts, so a large inventory loads in linear time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
+from toolkit import names
 from toolkit.errors import InventoryError
 from toolkit.yamlio import KeyPath, Located, load_yaml, parse_yaml
 
@@ -48,6 +51,23 @@ DEFAULT_PYTHON = "python3"
 DEFAULT_WORKDIR = "/var/tmp/toolkit"
 
 _RANGE = re.compile(r"\[(\d+):(\d+)\]")
+# More hosts than any cluster toolkit drives; a pattern such as node[0:999999999] is a typo.
+MAX_HOSTS = 10_000
+# Group memberships (a host in a group, counted once per listing): bounds the work a file of
+# a few lines can cause by listing a large group as the child of many others.
+MAX_MEMBERSHIPS = 100 * MAX_HOSTS
+# Checks for variable values that reach command lines, paths or SSH (value → value or ValueError).
+_VALUE_CHECKS: dict[str, Any] = {
+    "ansible_host": lambda v: names.check_host(v, "ansible_host"),
+    "ansible_user": names.check_user,
+    "ansible_become_user": names.check_user,
+    "nic": names.check_nic,
+    "ansible_ssh_private_key_file": lambda v: names.check_text(v, "ansible_ssh_private_key_file"),
+    "ansible_python_interpreter": lambda v: names.check_text(v, "ansible_python_interpreter"),
+    "python": lambda v: names.check_text(v, "python"),
+    "workdir": lambda v: names.check_text(v, "workdir"),
+    "model_path": lambda v: names.check_text(v, "model_path"),
+}
 
 
 @dataclass(frozen=True)
@@ -99,11 +119,21 @@ def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
     return _build(parse_yaml(text, path))
 
 
+def pattern_size(name: str) -> int:
+    """How many hosts a pattern names, computed without expanding it."""
+    size = 1
+    for lo, hi in _RANGE.findall(name):
+        size *= max(int(hi) - int(lo) + 1, 0)
+    return size
+
+
 def expand_host_pattern(name: str) -> list[str]:
     """Ansible numeric ranges: `node[01:03]` → node01, node02, node03."""
     match = _RANGE.search(name)
     if not match:
         return [name]
+    if pattern_size(name) > MAX_HOSTS:
+        raise ValueError(f"{name!r} names {pattern_size(name):,} hosts; at most {MAX_HOSTS:,}")
     lo, hi = match.group(1), match.group(2)
     width = len(lo) if lo.startswith("0") else 0
     names = []
@@ -119,16 +149,34 @@ class _Walker:
     def __init__(self, doc: Located) -> None:
         self.doc = doc
         self.order: list[str] = []
-        self.groups: dict[str, list[str]] = {}
+        # Ordered sets (dict keys): written order, constant-time membership.
+        self.groups: dict[str, dict[str, None]] = {}
+        self.host_groups: dict[str, dict[str, None]] = {}
         self.group_lines: dict[str, str] = {}
         # host → list of (depth, vars) layers, merged in depth order, host vars last.
         self.layers: dict[str, list[tuple[int, int, dict[str, Any]]]] = {}
         self.seq = 0
+        self.memberships = 0
 
     def fail(self, keys: KeyPath, message: str) -> InventoryError:
         return InventoryError(f"{self.doc.where(keys)}: {message}")
 
+    def join(self, group: str, host: str) -> None:
+        self.memberships += 1
+        if self.memberships > MAX_MEMBERSHIPS:
+            raise InventoryError(
+                f"{self.doc.path}: groups and children add up to more than "
+                f"{MAX_MEMBERSHIPS:,} host memberships; is a large group listed as a child "
+                "of many others?"
+            )
+        self.groups.setdefault(group, {})[host] = None
+        self.host_groups.setdefault(host, {})[group] = None
+
     def walk_group(self, name: str, body: Any, keys: KeyPath, depth: int, parents: list[str]):
+        try:
+            names.check_group(name)
+        except ValueError as exc:
+            raise self.fail(keys, f"{exc}") from None
         if body is None:
             body = {}
         if not isinstance(body, dict):
@@ -142,7 +190,7 @@ class _Walker:
                     f"{', '.join(GROUP_KEYS)}{hint}",
                 )
         group_vars = self.check_vars(body.get("vars") or {}, (*keys, "vars"))
-        members = self.groups.setdefault(name, [])
+        members = self.groups.setdefault(name, {})
         lineage = [*parents, name]
         hosts = body.get("hosts") or {}
         if not isinstance(hosts, dict):
@@ -150,16 +198,24 @@ class _Walker:
         if hosts:
             self.group_lines.setdefault(name, self.doc.where((*keys, "hosts")))
         for pattern, host_vars in hosts.items():
-            for host in expand_host_pattern(str(pattern)):
-                self.add_host(host, lineage, host_vars, (*keys, "hosts", pattern))
+            where = (*keys, "hosts", pattern)
+            try:
+                expanded = expand_host_pattern(str(pattern))
+                for host in expanded:
+                    names.check_host(host)
+            except ValueError as exc:
+                raise self.fail(where, f"{exc}") from None
+            if len(self.layers) + sum(h not in self.layers for h in expanded) > MAX_HOSTS:
+                raise self.fail(where, f"the inventory names more than {MAX_HOSTS:,} hosts")
+            for host in expanded:
+                self.add_host(host, lineage, host_vars, where)
         children = body.get("children") or {}
         if not isinstance(children, dict):
             raise self.fail((*keys, "children"), "`children` must be a mapping of groups")
         for child, child_body in children.items():
             self.walk_group(str(child), child_body, (*keys, "children", child), depth + 1, lineage)
-            for host in self.groups.get(str(child), []):
-                if host not in members:
-                    members.append(host)
+            for host in list(self.groups.get(str(child), {})):
+                self.join(name, host)
         # Group vars apply to every host below this group, at this depth.
         for host in members:
             self.seq += 1
@@ -170,9 +226,7 @@ class _Walker:
             self.order.append(host)
             self.layers[host] = []
         for group in lineage:
-            members = self.groups.setdefault(group, [])
-            if host not in members:
-                members.append(host)
+            self.join(group, host)
         checked = self.check_vars(host_vars or {}, keys)
         self.seq += 1
         self.layers[host].append((10_000, self.seq, checked))
@@ -193,6 +247,11 @@ class _Walker:
                 ok = True  # a bare number as a host address or path is still usable as text
             if not ok:
                 raise self.fail((*keys, name), f"{name} must be {expected.__name__}, got {value!r}")
+            if name in _VALUE_CHECKS:
+                try:
+                    _VALUE_CHECKS[name](str(value))
+                except ValueError as exc:
+                    raise self.fail((*keys, name), f"{exc}") from None
         return values
 
 
@@ -209,7 +268,8 @@ def _build(doc: Located) -> Inventory:
     walker = _Walker(doc)
     for name, body in doc.data.items():
         walker.walk_group(str(name), body, (name,), 0, [] if name == "all" else ["all"])
-    hosts = {name: _make_host(name, walker) for name in walker.order}
+    rank = {group: i for i, group in enumerate(walker.groups)}
+    hosts = {name: _make_host(name, walker, rank) for name in walker.order}
     if not hosts:
         raise InventoryError(f"{doc.path}: the inventory lists no hosts")
     groups = {g: tuple(m) for g, m in walker.groups.items()}
@@ -222,7 +282,7 @@ def _build(doc: Located) -> Inventory:
     return Inventory(path=doc.path, hosts=hosts, groups=groups, group_lines=walker.group_lines)
 
 
-def _make_host(name: str, walker: _Walker) -> Host:
+def _make_host(name: str, walker: _Walker, rank: dict[str, int]) -> Host:
     merged: dict[str, Any] = {}
     for _, _, layer in sorted(walker.layers[name], key=lambda t: (t[0], t[1])):
         merged.update(layer)
@@ -233,7 +293,7 @@ def _make_host(name: str, walker: _Walker) -> Host:
             f"supported; use one of {', '.join(CONNECTIONS)}"
         )
     python = merged.get("python") or merged.get("ansible_python_interpreter") or DEFAULT_PYTHON
-    groups = tuple(g for g, members in walker.groups.items() if name in members)
+    groups = tuple(sorted(walker.host_groups.get(name, {}), key=rank.__getitem__))
     return Host(
         name=name,
         address=str(merged.get("ansible_host", name)),

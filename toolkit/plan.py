@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from toolkit.secrets import mask_env
+from toolkit.secrets import mask_argv, mask_env
 
 PLAN_SCHEMA = "toolkit.plan/v1"
 
@@ -144,14 +144,18 @@ class Plan:
         return [n for n in self.nodes if n.host == host]
 
     def to_dict(self, mask: bool = True) -> dict[str, Any]:
-        """The JSON contract; secret env values are masked unless `mask` is False."""
+        """The JSON contract; secret env values and secret flag values (`--api-key X`) are
+        masked unless `mask` is False."""
         data = asdict(self)
         data = {"schema": PLAN_SCHEMA, **data}
         for node, raw in zip(self.nodes, data["nodes"], strict=True):
             raw["name"] = node.name
             raw["is_leader"] = node.is_leader
-            if mask:
-                raw["env"] = mask_env(raw["env"])
+        if mask:
+            for raw in [*data["nodes"], data["router"], data["bench"]]:
+                if raw is not None:
+                    raw["env"] = mask_env(raw["env"])
+                    raw["argv"] = mask_argv(raw["argv"])
         data["endpoint"]["url"] = self.endpoint.url
         return data
 

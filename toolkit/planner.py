@@ -31,6 +31,7 @@ from toolkit.plan import (
     url_host,
 )
 from toolkit.profile_schema import FlagValue, Profile, ServerRole
+from toolkit.secrets import secret_flags_to_env
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 ANY = ("0.0.0.0", "::")
@@ -173,6 +174,8 @@ def _plan_role(
         if role.nnodes > 1 or role.rank_flags == "always":
             topology += ["--node-rank", str(rank), "--nnodes", str(role.nnodes)]
         model = _model_path(host, profile, inventory)
+        # Secret flags the engine also reads from its environment go there, not into argv.
+        args, secret_env = secret_flags_to_env(profile.engine, role.args)
         head = [host.python, "-m", engine.module, *engine.subcommand]
         head += [model] if engine.positional_model else [profile.model_flag or "--model", model]
         nodes.append(
@@ -185,14 +188,14 @@ def _plan_role(
                 nnodes=role.nnodes,
                 leader=leader.name,
                 port=port,
-                env=_env(profile, role, host, mf_store),
+                env={**_env(profile, role, host, mf_store), **secret_env},
                 unset_env=list(profile.unset_env),
                 source=list(profile.source),
                 tuning=Tuning(
                     cpu_governor=profile.tuning.cpu_governor,
                     sysctl={k: str(v) for k, v in profile.tuning.sysctl.items()},
                 ),
-                argv=head + topology + render_args(role.args),
+                argv=head + topology + render_args(args),
                 listen=listen,
                 bind=bind or engine_default_bind(profile.engine),
                 python=host.python,

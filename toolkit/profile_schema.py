@@ -10,11 +10,19 @@ disagree with the inventory.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from toolkit import names
 
 Scalar = str | int | float | bool
+# Names that end up unquoted in launch scripts (`export NAME=`, `unset NAME`), checked where
+# they enter: a profile file or `--set env.NAME=...`.
+EnvName = Annotated[str, AfterValidator(names.check_env_name)]
+SysctlName = Annotated[str, AfterValidator(names.check_sysctl)]
+# Paths that scripts source: any text but control characters.
+ScriptPath = Annotated[str, AfterValidator(lambda v: names.check_text(v, "path"))]
 FlagValue = Scalar | list[Scalar] | None
 # Flags the planner owns; writing them in `args` would let a profile contradict the plan.
 PLANNED_FLAGS = frozenset(
@@ -55,7 +63,7 @@ class Meta(Strict):
 
 class Tuning(Strict):
     cpu_governor: str | None = None
-    sysctl: dict[str, Scalar] = {}
+    sysctl: dict[SysctlName, Scalar] = {}
 
 
 class ServerRole(Strict):
@@ -72,7 +80,7 @@ class ServerRole(Strict):
     # "auto": pass --node-rank/--nnodes only when nnodes > 1; "always": also for 1 node.
     rank_flags: Literal["auto", "always"] = "auto"
     # null drops a variable inherited from a base profile.
-    env: dict[str, Scalar | None] = {}
+    env: dict[EnvName, Scalar | None] = {}
     args: dict[str, FlagValue] = {}
 
     @field_validator("args")
@@ -141,11 +149,11 @@ class Profile(Strict):
     # model as a positional argument after `serve`.
     model_flag: str | None = "--model-path"
     tuning: Tuning = Tuning()
-    unset_env: list[str] = []
-    source: list[str] = []
-    env: dict[str, Scalar | None] = {}
+    unset_env: list[EnvName] = []
+    source: list[ScriptPath] = []
+    env: dict[EnvName, Scalar | None] = {}
     # Environment variables set to the node's network interface (from `nic`).
-    nic_env: list[str] = []
+    nic_env: list[EnvName] = []
     # Ascend PD: ASCEND_MF_STORE_URL=tcp://<first prefill leader>:<port> on every node.
     mf_store_port: int | None = Field(None, ge=1, le=65535)
     roles: dict[Literal["prefill", "decode", "mixed"], ServerRole]

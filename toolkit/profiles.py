@@ -17,13 +17,14 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from toolkit.errors import ProfileError
+from toolkit import names
+from toolkit.errors import ProfileError, YamlError
 from toolkit.profile_schema import Profile
 from toolkit.resources import data_dir
-from toolkit.yamlio import Located, load_yaml
+from toolkit.secrets import mask_env
+from toolkit.yamlio import Located, YamlLimitError, load_yaml, parse_value
 
 PROFILE_DIRS_ENV = "TOOLKIT_PROFILES_DIR"
 
@@ -115,9 +116,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ProfileError(f"--set {item!r}: expected dotted.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+        value = parse_value(raw, f"--set {key.strip()}") if raw.strip() else ""
+    except YamlLimitError as exc:
+        raise ProfileError(str(exc)) from None
+    except YamlError:
+        value = raw  # not YAML: the text itself
     return key.strip().split("."), value
 
 
@@ -155,6 +158,10 @@ def load_profile(
 ) -> Profile:
     """Resolve, layer and validate a profile."""
     path = resolve(name_or_path, extra_dirs)
+    try:
+        names.check_profile_name(path.stem)
+    except ValueError as exc:
+        raise ProfileError(f"{path}: {exc}; rename the file") from None
     chain = _read_chain(path, extra_dirs)
     data: dict[str, Any] = {}
     for doc in reversed(chain):
@@ -171,10 +178,22 @@ def load_profile(
         raise ProfileError(_explain(exc, path.stem, chain, overrides)) from None
 
 
+def shown(profile: Profile) -> dict[str, Any]:
+    """The profile as `toolkit profiles NAME` prints it: secret env values masked."""
+    data = profile.to_data()
+    data["env"] = mask_env(data["env"])
+    for role in data["roles"].values():
+        role["env"] = mask_env(role["env"])
+    return data
+
+
 def _explain(exc: ValidationError, name: str, chain: list[Located], overrides: list[str]) -> str:
     lines = []
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not str(p).startswith("function-after"))
+        # "[key]" marks an error in a mapping key (an env name); the key itself is in loc.
+        loc = tuple(
+            p for p in err["loc"] if not str(p).startswith("function-after") and p != "[key]"
+        )
         dotted = ".".join(str(p) for p in loc) or "(top level)"
         where = _where(loc, chain, overrides)
         if err["type"] == "extra_forbidden":

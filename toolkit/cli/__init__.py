@@ -14,6 +14,7 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from toolkit import __version__
 from toolkit.errors import ToolkitError
@@ -45,7 +46,10 @@ class ToolkitGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ToolkitError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # The message quotes user input (host names, paths): print it as text, not markup.
+            err_console.print(
+                f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )
             sys.exit(2)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise

@@ -9,7 +9,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from toolkit.profiles import available, load_profile
+from toolkit.profiles import available, load_profile, shown
 
 
 @click.command("profiles")
@@ -23,11 +23,13 @@ from toolkit.profiles import available, load_profile
     help="Extra directory of profiles.",
 )
 def command(name: str | None, overrides: tuple[str, ...], profiles_dirs: tuple[Path, ...]) -> None:
-    """List the shipped and user profiles, or print NAME after inheritance and --set."""
+    """List the shipped and user profiles, or print NAME after inheritance and --set.
+
+    Secret values (env names such as HF_TOKEN, flags such as --api-key) print masked."""
     console = Console()
     if name:
         profile = load_profile(name, overrides, extra_dirs=profiles_dirs)
-        console.print(yaml.safe_dump(profile.to_data(), sort_keys=False), end="", markup=False)
+        console.print(yaml.safe_dump(shown(profile), sort_keys=False), end="", markup=False)
         return
     table = Table(title="profiles", title_justify="left")
     table.add_column("name", no_wrap=True, style="bold")

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from toolkit import names
+
 
 def host_key_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
@@ -16,5 +18,17 @@ def host_key_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def _run_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A run id names directories on every host: validated before anything uses it."""
+    if value is None:
+        return None
+    try:
+        return names.check_run_id(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def run_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--run", "run_id", help="A run id (default: the current run).")(func)
+    return click.option(
+        "--run", "run_id", callback=_run_id, help="A run id (default: the current run)."
+    )(func)

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
+from toolkit import rehearsal
 from toolkit.bench.results import BenchResult, load_results
 from toolkit.bench.verdict import SLO, Verdict, evaluate, parse_slos
 from toolkit.errors import ToolkitError
@@ -25,9 +27,8 @@ from toolkit.executor.cluster import Cluster, file_op, host_work
 from toolkit.executor.session import Session
 from toolkit.plan import Plan
 from toolkit.render.run import Recap
-from toolkit.render.scripts import ScriptOptions, process_script
-
-REHEARSAL_DIR = Path(__file__).resolve().parent.parent / "rehearsal"
+from toolkit.render.scripts import ScriptOptions, process_script, rehearsal_prepare_script
+from toolkit.secrets import mask_argv
 
 
 @dataclass(frozen=True)
@@ -130,19 +131,15 @@ class BenchSession:
         return self.cluster.sessions[self.plan.bench.host]
 
     def _prepare_rehearsal(self) -> None:
-        """Upload and run the tokenizer and dataset builders with the bench host's Python."""
+        """Upload and run the tokenizer and dataset builders with the bench host's Python.
+
+        The helpers import only each other (and `tokenizers`): the host has no toolkit."""
         base = f"{self.run_dir}/rehearsal-bench"
         files = [
-            (f"{base}/tokenizer.py", (REHEARSAL_DIR / "tokenizer.py").read_text(), "644"),
-            (f"{base}/dataset.py", (REHEARSAL_DIR / "dataset.py").read_text(), "644"),
+            (f"{base}/{name}", (rehearsal.DIRECTORY / name).read_text(), "644")
+            for name in rehearsal.BENCH_HELPERS
         ]
-        py = self.work.python
-        script = (
-            "set -e\n"
-            f"cd {base}\n"
-            f"{py} tokenizer.py {base}/tokenizer >/dev/null\n"
-            f"{py} dataset.py {base}/sharegpt.json >/dev/null\n"
-        )
+        script = rehearsal_prepare_script(self.work.python, base)
         files.append((f"{base}/prepare.sh", script, "700"))
         ops = [
             file_op(files),
@@ -189,7 +186,8 @@ class BenchSession:
         path = f"{self.run_dir}/bench-{stamp}-{label}.sh"
         log = f"{self.run_dir}/bench-{stamp}-{label}.log"
         self.console.print(
-            f"[bold]bench {label}[/] on {self.plan.bench.host}: {' '.join(argv[1:])}",
+            f"[bold]bench {label}[/] on {self.plan.bench.host}: "
+            + escape(" ".join(mask_argv(argv[1:]))),
             highlight=False,
             markup=True,
         )

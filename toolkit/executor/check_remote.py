@@ -12,14 +12,15 @@ Each is standard-library Python for the host's own interpreter, sent on stdin to
 - a connector: dials every target at once, each within `timeout` seconds, and says for
   each whether toolkit's listener (the right nonce) answered.
 
-Every value that reaches the shell goes through `shlex.quote`.
+Every value that reaches the shell goes through `toolkit.shell`.
 """
 
 from __future__ import annotations
 
 import json
-import shlex
 from typing import Any
+
+from toolkit import shell
 
 CLOCK, UID, SUDO, NO_PYTHON = "@@clock ", "@@uid ", "@@sudo ", "@@nopython"
 
@@ -147,13 +148,13 @@ else:
 
 def program_command(python: str, *args: str) -> str:
     """`python - ARGS...`, quoted: the program itself goes on stdin."""
-    return shlex.join([python, "-", *args])
+    return shell.join([python, "-", *args])
 
 
 def probe_command(python: str, params: dict[str, Any], sudo: bool) -> str:
     """One shell line: clock, uid, `sudo -n true` (if asked), then the probe from stdin."""
-    py = shlex.quote(python)
-    args = shlex.quote(json.dumps(params, sort_keys=True))
+    py = shell.quote(python)
+    args = shell.quote(json.dumps(params, sort_keys=True))
     parts = [
         f"printf '{CLOCK}%s\\n' \"$(date +%s.%N)\"",
         f"printf '{UID}%s\\n' \"$(id -u)\"",

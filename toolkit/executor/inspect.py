@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import threading
 import time
 from typing import Any
@@ -11,11 +10,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from toolkit import shell
 from toolkit.errors import ToolkitError
 from toolkit.executor import state
 from toolkit.executor.cluster import Cluster, HostWork, host_work
 from toolkit.executor.session import Session
 from toolkit.render.run import Recap
+from toolkit.secrets import mask_text
 
 
 def _processes(work: HostWork, record: state.RunRecord) -> list[dict[str, Any]]:
@@ -137,7 +138,9 @@ def logs(
                 for path, text in results[0]["lines"].items():
                     console.rule(f"{host}: {path}")
                     for line in text:
-                        console.print(Text.from_ansi(line), highlight=False, soft_wrap=True)
+                        console.print(
+                            Text.from_ansi(mask_text(line)), highlight=False, soft_wrap=True
+                        )
             return
         _follow(cluster, chosen, lines, console)
     finally:
@@ -148,12 +151,14 @@ def _follow(cluster: Cluster, chosen: dict[str, list[str]], lines: int, console:
     lock = threading.Lock()
 
     def stream(session: Session) -> None:
-        paths = " ".join(shlex.quote(p) for p in chosen[session.name])
+        paths = " ".join(shell.quote(p) for p in chosen[session.name])
         prefix = f"[{session.name}] "
 
         def show(line: str) -> None:
             with lock:
-                console.print(Text(prefix) + Text.from_ansi(line), highlight=False, soft_wrap=True)
+                console.print(
+                    Text(prefix) + Text.from_ansi(mask_text(line)), highlight=False, soft_wrap=True
+                )
 
         # Closing the connection does not signal a command without a terminal. Recent GNU tail
         # notices its closed stdout; older ones (coreutils < 8.28) would follow a quiet log

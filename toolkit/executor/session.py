@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
 import subprocess
 import threading
 import time
@@ -32,6 +31,7 @@ from typing import IO, Any, TypeVar
 import paramiko
 from fabric import Connection as FabricConnection
 
+from toolkit import shell
 from toolkit.plan import Connection
 from toolkit.remote import agent
 
@@ -93,7 +93,7 @@ class Session:
         if not self.sudo:
             return ""
         user = self.connection.become_user
-        return f"sudo -n {'-u ' + shlex.quote(user) + ' ' if user else ''}"
+        return f"sudo -n {'-u ' + shell.quote(user) + ' ' if user else ''}"
 
     def run(
         self, command: str, stdin: str | None = None, on_line: Callable[[str], None] | None = None
@@ -130,8 +130,8 @@ class Session:
             raise Unreachable(f"lost the connection: {exc}") from exc
 
     def _start_agent(self) -> _AgentProcess:
-        python = f"{self._prefix()}{shlex.quote(self.python)}"
-        command = f"{python} -u -c {shlex.quote(AGENT_BOOTSTRAP)}"
+        python = f"{self._prefix()}{shell.quote(self.python)}"
+        command = f"{python} -u -c {shell.quote(AGENT_BOOTSTRAP)}"
         if self.fabric is None:
             process = _AgentProcess.local(command)
         else:

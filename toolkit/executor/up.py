@@ -13,7 +13,6 @@ Before prepare, `toolkit check` runs on the same connections (unless skip_check)
 from __future__ import annotations
 
 import json
-import shlex
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -23,6 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
+from toolkit import shell
 from toolkit.errors import ToolkitError
 from toolkit.executor import state
 from toolkit.executor.check import CheckOptions, preflight
@@ -32,7 +32,7 @@ from toolkit.plan import NodePlan, Plan
 from toolkit.render.run import ReadinessView, Recap
 from toolkit.render.scripts import ScriptOptions, node_script, process_script
 from toolkit.roles import load_role, role_defaults
-from toolkit.secrets import mask_env, mask_text
+from toolkit.secrets import mask_argv, mask_env, mask_text
 
 GOVERNOR_GLOB = "/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor"
 ENGINE_FILE = Path(__file__).resolve().parent.parent / "rehearsal" / "engine.py"
@@ -417,7 +417,7 @@ def _report(done: dict[str, list[dict[str, Any]]], procs: dict[str, Any], consol
 def _show_failure(console: Console, name: str, host: str, node: Any, entry: dict[str, Any]) -> None:
     env = getattr(node, "env", {})
     argv = getattr(node, "argv", [])
-    command = mask_text(shlex.join(argv), env) if argv else "(unknown)"
+    command = mask_text(shell.join(mask_argv(argv)), env) if argv else "(unknown)"
     console.rule(f"[bold red]{name} on {host} failed[/]")
     console.print(Text("command: ", style="bold") + Text(command), highlight=False)
     if env:

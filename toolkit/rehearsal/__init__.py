@@ -3,4 +3,16 @@
 `engine.py` is a stand-in for `sglang.launch_server` / `vllm serve` that speaks their HTTP
 protocol with simulated timing; `tokenizer.py` and `dataset.py` build the offline tokenizer
 and ShareGPT file the real benchmark client needs.
+
+These files are uploaded to hosts that have no toolkit installed, so they import only the
+standard library (and `tokenizers`), and siblings by plain module name when run as scripts.
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DIRECTORY = Path(__file__).resolve().parent
+# What `toolkit bench` uploads to the bench host of a rehearsal, into one directory; the
+# tokenizer imports the dataset module, which imports the engine's word list.
+BENCH_HELPERS = ("engine.py", "dataset.py", "tokenizer.py")

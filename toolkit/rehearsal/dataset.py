@@ -5,7 +5,11 @@ it from Hugging Face unless `--dataset-path` names a local file. A rehearsal mus
 the network, so this writes a small file of synthetic conversations in the same format, made of
 the rehearsal engine's words (so the tiny tokenizer encodes them at about one token per word).
 
-    python -m toolkit.rehearsal.dataset DEST
+    python -m toolkit.rehearsal.dataset DEST     (control machine)
+    python3 dataset.py DEST                      (a host, next to an uploaded engine.py)
+
+Standard library only, and nothing from toolkit: `toolkit bench` uploads it with its siblings
+(`BENCH_HELPERS`) to a bench host that has no toolkit installed.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ import random
 import sys
 from pathlib import Path
 
-from toolkit.rehearsal.engine import WORDS
+if __package__:  # imported as toolkit.rehearsal.dataset
+    from .engine import WORDS
+else:  # run as a script on a host: engine.py was uploaded into this directory
+    from engine import WORDS  # type: ignore[import-not-found, no-redef]
 
 DEFAULT_FILENAME = "rehearsal_sharegpt.json"
 

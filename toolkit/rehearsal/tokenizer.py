@@ -11,7 +11,11 @@ prompts and generated text round-trip at about one token per word, and writes wh
     special_tokens_map.json
     config.json              model_type llama
 
-    python -m toolkit.rehearsal.tokenizer DEST
+    python -m toolkit.rehearsal.tokenizer DEST   (control machine)
+    python3 tokenizer.py DEST                    (a host, next to dataset.py and engine.py)
+
+It needs `tokenizers` and nothing from toolkit: `toolkit bench` uploads it with its siblings
+(`BENCH_HELPERS`) to a bench host that has no toolkit installed.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from toolkit.rehearsal.dataset import synthetic_text
+if __package__:  # imported as toolkit.rehearsal.tokenizer
+    from .dataset import synthetic_text
+else:  # run as a script on a host: dataset.py was uploaded into this directory
+    from dataset import synthetic_text  # type: ignore[import-not-found, no-redef]
 
 FORMAT_VERSION = 1  # bump when the files change, so existing directories are rebuilt
 VOCAB_SIZE = 512

@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-import shlex
-
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from toolkit import shell
 from toolkit.plan import NodePlan, Plan, ProcessPlan
-from toolkit.secrets import mask_env
+from toolkit.secrets import mask_argv, mask_env
 
 
 def argv_text(argv: list[str]) -> Text:
-    """One flag (with its values) per line, like the recipes print them."""
+    """One flag (with its values) per line, like the recipes print them; secret flag values
+    (`--api-key`) masked."""
     lines: list[str] = []
     current: list[str] = []
-    for token in argv:
+    for token in mask_argv(argv):
         if token.startswith("--") and current:
-            lines.append(shlex.join(current))
+            lines.append(shell.join(current))
             current = []
         current.append(token)
     if current:
-        lines.append(shlex.join(current))
+        lines.append(shell.join(current))
     return Text(" \\\n  ".join(lines), style="cyan")
 
 

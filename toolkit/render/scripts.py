@@ -1,22 +1,23 @@
 """Launch scripts rendered from the plan (Jinja2 templates in `roles/*/templates/`).
 
 The same templates serve `toolkit plan --format sh` (scripts a user can read, diff and run
-by hand) and the executor (which uploads them). Every value goes through `shlex.quote`.
+by hand) and the executor (which uploads them). Every value goes through `toolkit.shell`:
+quoted as a word, escaped in a comment, validated where it cannot be quoted (env names).
 Secret env values are inlined only when the caller asks (the executor's owner-only
 scripts); otherwise the script reads them from the environment it runs in.
 """
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
+from toolkit import shell
 from toolkit.plan import NodePlan, Plan, ProcessPlan, Tuning
 from toolkit.resources import data_dir
-from toolkit.secrets import is_secret
+from toolkit.secrets import is_secret, secret_values
 
 TEMPLATES = {
     "sglang": "sglang_server/templates/launch.sh.j2",
@@ -35,8 +36,10 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    env.filters["q"] = lambda value: shlex.quote(str(value))
-    env.filters["shjoin"] = lambda argv: shlex.join(str(a) for a in argv)
+    env.filters["q"] = shell.quote
+    env.filters["shjoin"] = shell.join
+    env.filters["comment"] = shell.comment
+    env.filters["envname"] = shell.env_name
     return env
 
 
@@ -97,6 +100,9 @@ def process_script(
 def _render(template: str, plan: Plan, *, env: dict[str, str], argv: list[str], **kw) -> str:
     options: ScriptOptions = kw.pop("options")
     all_env = {**env, **dict(options.extra_env)}
+    argv = list(options.argv) if options.argv is not None else list(argv)
+    if not options.inline_secrets:
+        argv = _secrets_from_env(argv, all_env)
     secrets = [] if options.inline_secrets else [k for k in all_env if is_secret(k)]
     tuning: Tuning | None = kw.pop("tuning")
     return _ENV.get_template(template).render(
@@ -105,9 +111,32 @@ def _render(template: str, plan: Plan, *, env: dict[str, str], argv: list[str], 
         tuning=tuning,
         env=all_env,
         secret_names=secrets,
-        argv=list(options.argv) if options.argv is not None else argv,
+        argv=argv,
         optional_sources=options.optional_sources,
         **kw,
+    )
+
+
+def _secrets_from_env(argv: list[str], env: dict[str, str]) -> list[str]:
+    """A script kept by the user reads secret flag values (`--api-key X`, for engines that
+    take it only as a flag) from TOOLKIT_SECRET_<FLAG> when it runs, like secret env values."""
+    out: list[str] = list(argv)
+    for index, flag, prefix in secret_values(argv):
+        name = "TOOLKIT_SECRET_" + flag.lstrip("-").replace("-", "_").upper()
+        env[name] = "<secret>"
+        out[index] = shell.FromEnv(prefix, name)
+    return out
+
+
+def rehearsal_prepare_script(python: str, base: str) -> str:
+    """`prepare.sh` on a rehearsal's bench host: build the tokenizer and dataset in `base`,
+    where `toolkit bench` uploaded `rehearsal.BENCH_HELPERS`."""
+    py = shell.quote(python)
+    return (
+        "set -e\n"
+        f"cd {shell.quote(base)}\n"
+        f"{py} tokenizer.py {shell.quote(base + '/tokenizer')} >/dev/null\n"
+        f"{py} dataset.py {shell.quote(base + '/sharegpt.json')} >/dev/null\n"
     )
 
 
