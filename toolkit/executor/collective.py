@@ -1,0 +1,147 @@
+"""`toolkit check --collective` on the hosts: upload the worker, start it per node, collect.
+
+Per instance (one after another: two instances on one machine would share the rendezvous
+port range), the leader's launcher starts first and prints the port it found free next to
+the planned dist-init port; then every other node's launcher starts with that port. Each
+launcher runs its workers in the node's planned environment (unset, sourced files, env,
+the NIC variables) with the interpreter the probe ran, and kills them at its deadline, on
+a signal, or when its SSH session goes away; its script is removed when it exits.
+
+Pure planning and judging live in `preflight/collective.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import threading
+from pathlib import Path
+from typing import Any
+
+from toolkit.executor.check_facts import Finding, HostFacts
+from toolkit.executor.check_rules import _holding as holding_interface
+from toolkit.executor.cluster import Cluster
+from toolkit.executor.session import parallel
+from toolkit.plan import Plan
+from toolkit.preflight import collective as pure
+from toolkit.remote import collective_worker as worker
+
+WORKER_SOURCE = Path(worker.__file__).read_text()
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a variable name (the value is quoted)
+PORT_WAIT_S = 60.0  # SSH channel plus the launcher's start on the leader
+
+
+def run_collectives(
+    cluster: Cluster, plan: Plan, facts: dict[str, HostFacts], backend: str
+) -> tuple[list[Finding], list[dict[str, Any]]]:
+    """Every instance's collective test; findings per host and a summary per instance."""
+    nics = {name: _detected_nic(plan, name, f) for name, f in facts.items()}
+    findings: list[Finding] = []
+    summaries: list[dict[str, Any]] = []
+    for test in pure.plan_collectives(plan, backend, nics):
+        down = [p.host for p in test.parts if not facts[p.host].ok]
+        if down:
+            why = f"{test.name}: {', '.join(down)} gave no facts (see ssh/python)"
+            findings += [
+                Finding(p.host, "collective", "skipped", "not run", why) for p in test.parts
+            ]
+            summaries.append({"instance": test.name, "ok": None, "skipped": why})
+            continue
+        found, summary = pure.judge(test, _run_instance(cluster, facts, test))
+        findings += found
+        summaries.append(summary)
+    return findings, summaries
+
+
+def _detected_nic(plan: Plan, host: str, facts: HostFacts) -> str | None:
+    """The interface holding the node's address (what `up` exports when `nic` is unset)."""
+    nodes = plan.nodes_on(host)
+    if not nodes or nodes[0].nic or not facts.ok:
+        return None
+    ifaces = (facts.section("interfaces") or {}).get("interfaces") or []
+    return holding_interface(ifaces, nodes[0].address)[0]
+
+
+def _run_instance(cluster: Cluster, facts: dict[str, HostFacts], test: pure.InstanceTest):
+    outcome = pure.Outcome()
+    leader, others = test.parts[0], test.parts[1:]
+    port: list[int] = []
+    ready = threading.Event()
+
+    def on_leader_line(line: str) -> None:
+        if line.startswith(worker.PORT) and line[len(worker.PORT) :].strip().isdigit():
+            port.append(int(line[len(worker.PORT) :]))
+            ready.set()
+
+    leader_result: dict[str, Any] = {}
+
+    def run_leader() -> None:
+        try:
+            leader_result["out"] = _launch(cluster, facts, test, leader, None, on_leader_line)
+        except Exception as exc:  # kept: reported as this host's failure
+            leader_result["out"] = exc
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=run_leader, daemon=True)
+    thread.start()
+    ready.wait(PORT_WAIT_S)
+    if port:
+        outs = parallel(others, lambda p: _launch(cluster, facts, test, p, port[0], None))
+    else:
+        why = f"the leader {leader.host} did not start the rendezvous"
+        outs = [RuntimeError(why) for _ in others]
+    thread.join(test.deadline_s + PORT_WAIT_S)
+    results = [leader_result.get("out", RuntimeError("no answer")), *outs]
+    for part, result in zip(test.parts, results, strict=True):
+        if isinstance(result, Exception):
+            outcome.host_errors[part.host] = f"{part.host}: {result}"
+        else:
+            for rank in result:
+                outcome.ranks[int(rank["rank"])] = rank
+    return outcome
+
+
+def _launch(
+    cluster: Cluster,
+    facts: dict[str, HostFacts],
+    test: pure.InstanceTest,
+    part: pure.HostPart,
+    port: int | None,
+    on_line: Any,
+) -> list[dict[str, Any]]:
+    work = cluster.hosts[part.host]
+    command = launch_command(
+        part, facts[part.host].interpreter, work.workdir, test.spec(part, port)
+    )
+    rc, out, err = cluster.sessions[part.host].run(command, stdin=WORKER_SOURCE, on_line=on_line)
+    for line in out.splitlines():
+        if line.startswith(worker.RESULT):
+            return json.loads(line[len(worker.RESULT) :])
+    tail = " / ".join(line for line in (err + out).strip().splitlines()[-3:]) or f"exit {rc}"
+    raise RuntimeError(f"the collective launcher failed ({tail})")
+
+
+def launch_command(part: pure.HostPart, python: str, workdir: str, spec: dict[str, Any]) -> str:
+    """Upload the worker from stdin, then run it in the node's planned environment.
+
+    Example (one line): `mkdir -p W/.toolkit-collective && cat > W/.toolkit-collective/
+    worker-prefill0.0.py && unset X; if [ -f F ]; then . F >&2; fi; export K=V; python -u
+    … launch '{…}'; rc=$?; rm -f …; exit $rc`.
+    """
+    q = shlex.quote
+    folder = f"{workdir.rstrip('/')}/.toolkit-collective"
+    script = f"{folder}/worker-{part.node.name}.py"
+    steps = [f"mkdir -p {q(folder)} && cat > {q(script)} || exit 1"]
+    env_steps = []
+    if part.node.unset_env:
+        env_steps.append("unset " + " ".join(q(n) for n in part.node.unset_env))
+    for path in part.node.source:
+        # A missing file is the `env` row's finding; the collective still runs without it.
+        env_steps.append(f"if [ -f {q(path)} ]; then . {q(path)} >&2; fi")
+    env_steps += [
+        f"export {name}={q(value)}" for name, value in part.env.items() if _NAME.match(name)
+    ]
+    run = f"{shlex.join([python, '-u', script, 'launch', json.dumps(spec)])}; rc=$?"
+    return "; ".join([*steps, *env_steps, run, f"rm -f {q(script)}", "exit $rc"])
