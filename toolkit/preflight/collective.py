@@ -226,10 +226,6 @@ def judge(test: InstanceTest, outcome: Outcome) -> tuple[list[Finding], dict[str
 
 
 def _failed(test: InstanceTest, problems: dict[str, list[str]]) -> list[Finding]:
-    fix = (
-        "check the named host's interface (ip link), its firewall on the rendezvous and "
-        "collective ports, and `nic` in the inventory"
-    )
     out = []
     for part in test.parts:
         texts = problems.get(part.host)
@@ -238,22 +234,38 @@ def _failed(test: InstanceTest, problems: dict[str, list[str]]) -> list[Finding]
             out.append(Finding(part.host, "collective", "ok", f"{test.name} joined", detail))
             continue
         detail = f"{test.name} ({test.backend}, world {test.world}): " + "; ".join(texts)
-        summary = _short(texts[0])
+        summary, fix = _cause(texts[0], test, part)
         out.append(Finding(part.host, "collective", "failed", summary, detail, fix))
     return out
 
 
-def _short(text: str) -> str:
-    for key, word in (
-        ("does not exist", "no interface"),
-        ("is down", "interface down"),
-        ("rendezvous", "no rendezvous"),
-        ("did not join", "ranks missing"),
-        ("did not finish", "timed out"),
-    ):
-        if key in text:
-            return word
-    return "failed"
+def _cause(text: str, test: InstanceTest, part: HostPart) -> tuple[str, str]:
+    """The table cell and the fix for a host's first problem."""
+    host, leader = part.host, test.leader
+    interface = part.ranks[0].interface if part.ranks else "default"
+    var = IFNAME_VARS[test.backend]
+    if "does not exist" in text:
+        return "no interface", f"set nic for {host} to an interface it has (`ip -br link`)"
+    if "is down" in text:
+        return "interface down", (
+            f"bring {interface} up on {host} (`ip link set {interface} up`), or set nic to a "
+            "working interface"
+        )
+    if "rendezvous" in text:
+        return "no rendezvous", (
+            f"open TCP {test.port_base}-{test.port_base + 31} on {leader} to {host} (the "
+            f"ports next to dist-init), and check the route to {test.master_addr}"
+        )
+    if "did not join" in text:
+        return "ranks missing", "the ranks named did not join: see their hosts' lines"
+    if "import torch" in text:
+        return "no torch", f"install torch for the engine's python on {host}"
+    if "did not finish" in text:
+        return "timed out", (
+            f"a rank hung in a collective: check {var} ({interface}) on every host and that "
+            "the hosts reach each other on it"
+        )
+    return "failed", f"see the error above; {var} is {interface} on {host}"
 
 
 def _stats(test: InstanceTest, outcome: Outcome) -> dict[str, Any]:
@@ -314,7 +326,7 @@ def _passed(test: InstanceTest, stats: dict[str, Any], low: bool) -> list[Findin
     n = test.world
     figure = stats["peak_busbw_gbps"] if n > 1 else stats["peak_algbw_gbps"]
     unit = "GB/s" if n > 1 else "GB/s alg"
-    summary_cell = f"{test.name} {n}r {figure:.2f} {unit}"
+    summary_cell = f"{n}r {figure:.2f} {unit}"
     lines = report_lines({"instance": test.name, "backend": test.backend, "world": n, **stats})
     out = []
     for part in test.parts:
