@@ -8,7 +8,7 @@ while the other instance still passes and no worker is left running.
 
 Hosts tkt-h1 tkt-h2 are the prefill instance, tkt-h3 tkt-h4 the decode instance of
 a3-1p1d-64k, checked as a rehearsal (gloo, one CPU worker per node). The interface tests
-give every host a second interface, `coll0` (a dummy holding an extra address), as the
+give every host a second interface, `coll0` (a veth holding an extra address), as the
 inventory's `nic`, so that taking it down leaves SSH on eth0 working.
 """
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = "a3-1p1d-64k"
-NIC = "coll0"
+NIC, PEER = "coll0", "coll0p"
 # Short deadlines: a missing rank is named after this many seconds.
 FAST = ["--set", "collective.join_timeout_s=6", "--set", "collective.op_timeout_s=30"]
 
@@ -46,8 +46,10 @@ def coll0(hosts: list[TestHost]) -> Iterator[dict[str, str]]:
     addresses = {}
     for i, host in enumerate(hosts):
         address = host.address.rsplit(".", 1)[0] + f".{150 + i}"
-        host.run(["ip", "link", "add", NIC, "type", "dummy"], check=False)
+        # A veth pair inside the namespace (CI kernels may lack the dummy driver).
+        host.run(["ip", "link", "add", NIC, "type", "veth", "peer", "name", PEER], check=False)
         host.run(["ip", "addr", "replace", f"{address}/32", "dev", NIC])
+        host.run(["ip", "link", "set", PEER, "up"])
         host.run(["ip", "link", "set", NIC, "up"])
         addresses[host.name] = address
     yield addresses
