@@ -258,6 +258,9 @@ def _cause(text: str, test: InstanceTest, part: HostPart) -> tuple[str, str]:
         )
     if "did not join" in text:
         return "ranks missing", "the ranks named did not join: see their hosts' lines"
+    if "in device" in text:
+        device = part.ranks[0].device if part.ranks else "the device"
+        return "no device", f"check the driver and that {device} is visible on {host}"
     if "import torch" in text:
         return "no torch", f"install torch for the engine's python on {host}"
     if "did not finish" in text:
@@ -309,14 +312,15 @@ def report_lines(summary: dict[str, Any]) -> list[str]:
     head = f"{summary['instance']}: {summary['backend']}, world {summary['world']}"
     if "sizes" not in summary:
         return [f"{head}: failed"]
-    bw = "busbw" if summary["world"] > 1 else "algbw (busbw needs 2 ranks)"
-    key = "busbw_gbps" if summary["world"] > 1 else "algbw_gbps"
-    cells = ", ".join(f"{size_text(r['bytes'])} {r[key]:.2f}" for r in summary["sizes"])
+    latency = f"latency {summary['latency_us']:.0f} µs at {size_text(summary['sizes'][0]['bytes'])}"
+    if summary["world"] == 1:
+        # One rank moves no data: the times only show that the device and backend start.
+        return [f"{head}: no peers, no data moved (a one-rank all-reduce is a no-op); {latency}"]
+    cells = ", ".join(f"{size_text(r['bytes'])} {r['busbw_gbps']:.2f}" for r in summary["sizes"])
     gather = summary["all_gather"]
     return [
-        f"{head}; all-reduce {bw} GB/s: {cells}",
-        f"{summary['instance']}: latency {summary['latency_us']:.0f} µs at "
-        f"{size_text(summary['sizes'][0]['bytes'])}; all-gather {size_text(gather['bytes'])} "
+        f"{head}; all-reduce busbw GB/s: {cells}",
+        f"{summary['instance']}: {latency}; all-gather {size_text(gather['bytes'])} "
         f"{gather['busbw_gbps']:.2f} GB/s busbw; slowest {summary['slowest']['label']} "
         f"({summary['slowest']['seconds'] * 1e3:.1f} ms over the sizes)",
     ]
@@ -324,9 +328,8 @@ def report_lines(summary: dict[str, Any]) -> list[str]:
 
 def _passed(test: InstanceTest, stats: dict[str, Any], low: bool) -> list[Finding]:
     n = test.world
-    figure = stats["peak_busbw_gbps"] if n > 1 else stats["peak_algbw_gbps"]
-    unit = "GB/s" if n > 1 else "GB/s alg"
-    summary_cell = f"{n}r {figure:.2f} {unit}"
+    figure = stats["peak_busbw_gbps"]
+    summary_cell = f"{n}r {figure:.2f} GB/s" if n > 1 else f"1r {stats['latency_us']:.0f} µs"
     lines = report_lines({"instance": test.name, "backend": test.backend, "world": n, **stats})
     out = []
     for part in test.parts:
@@ -349,11 +352,11 @@ def _passed(test: InstanceTest, stats: dict[str, Any], low: bool) -> list[Findin
                 Finding(part.host, "collective", "failed", summary_cell, detail, fix, tuple(lines))
             )
             continue
-        verdict = (
-            f"≥ min {test.min_busbw_gbps:g} GB/s"
-            if test.min_busbw_gbps is not None and n > 1
-            else "informational (no collective.min_busbw_gbps)"
-        )
-        detail = f"{test.name}: peak {figure:.2f} {unit}, {verdict}"
+        if n == 1:
+            detail = f"{test.name}: one rank, nothing to measure between devices; " + lines[0]
+        elif test.min_busbw_gbps is not None:
+            detail = f"{test.name}: peak busbw {figure:.2f} GB/s ≥ min {test.min_busbw_gbps:g} GB/s"
+        else:
+            detail = f"{test.name}: peak busbw {figure:.2f} GB/s, informational (no min_busbw_gbps)"
         out.append(Finding(part.host, "collective", "ok", summary_cell, detail, notes=tuple(lines)))
     return out

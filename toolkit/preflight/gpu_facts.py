@@ -156,7 +156,8 @@ def judge_npus(host: str, text: str, count: int, fraction: float | None) -> Find
         for proc in report.processes:
             if (proc.index, proc.chip) == (accel.index, accel.chip):
                 mb = f"{proc.memory_mb} MB" if proc.memory_mb is not None else "memory"
-                problems.append(f"{accel.label}: pid {proc.pid} ({proc.name}) holds {mb}")
+                name = f" ({proc.name})" if proc.name else ""
+                problems.append(f"{accel.label}: pid {proc.pid}{name} holds {mb}")
         problems += _memory(accel.label, accel.memory_total_mb, accel.memory_free_mb, fraction)
     notes = ["npu-smi info reports no ECC or persistence columns: not checked"]
     wanted = [a.index for a in planned]

@@ -188,6 +188,7 @@ def worker(spec: dict) -> None:
         import torch.distributed as dist
     except ImportError as exc:
         finish(me, ok=False, phase="import torch", error=f"cannot import torch: {exc}")
+    phase("device")
     device = torch.device("cpu")
     if backend == "nccl":
         torch.cuda.set_device(int(me["local"]))
