@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,6 +157,49 @@ def test_firewalled_rendezvous_port_is_named(
     assert "not joined: rank 1 (tkt-h2 cpu0 via eth0)" in found["tkt-h1"]["detail"]
     assert found["tkt-h3"]["status"] == found["tkt-h4"]["status"] == "ok"
     no_workers_left(host_workdirs)
+
+
+def test_workers_die_with_the_controller(
+    ssh_cluster, hosts, host_workdirs, ssh_env, tmp_path
+) -> None:
+    """SIGKILL the CLI while the ranks wait at a firewalled rendezvous: no cleanup code of
+    the controller runs, yet every worker goes (their launchers' heartbeat finds the SSH
+    channel closed)."""
+    inventory = write_inventory(ssh_cluster, hosts, host_workdirs, tmp_path, {})
+    rule = ["INPUT", "!", "-i", "lo", "-p", "tcp", "--dport", "5001:5032", "-j", "DROP"]
+    hosts[0].run(["iptables", "-w", "-I", *rule])
+    argv = [sys.executable, "-m", "toolkit.cli", "check", "--rehearse", "--collective"]
+    argv += ["-p", PROFILE, "-i", str(inventory), "--set", "collective.join_timeout_s=120"]
+    cli = subprocess.Popen(argv, cwd=REPO, env=ssh_env, stdout=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: len(workers(host_workdirs)) >= 2, 90), "no workers started"
+        cli.kill()
+        cli.wait(10)
+        assert wait_for(lambda: not workers(host_workdirs), 30), workers(host_workdirs)
+    finally:
+        cli.kill()
+        hosts[0].run(["iptables", "-w", "-D", *rule])
+    no_workers_left(host_workdirs)
+
+
+def workers(workdirs: dict[str, Path]) -> list[str]:
+    """Worker processes (not launchers) of this test, by their uploaded file's path."""
+    found = []
+    for workdir in workdirs.values():
+        pattern = f"{workdir}/.toolkit-collective/.* worker "
+        done = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True)
+        found += done.stdout.splitlines()
+    return found
+
+
+def wait_for(condition, seconds: float) -> bool:
+    """Poll `condition` until it holds or `seconds` pass (a bound, not a measurement)."""
+    ends = time.monotonic() + seconds
+    while time.monotonic() < ends:
+        if condition():
+            return True
+        time.sleep(0.3)
+    return condition()
 
 
 def test_wrong_nic_in_the_inventory_is_named(

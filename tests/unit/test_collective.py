@@ -166,3 +166,14 @@ def test_launch_command_quotes_every_planned_value() -> None:
     # The JSON spec is one quoted word.
     launch = command.split(" launch ", 1)[1].split("; rc=$?")[0]
     assert len(shlex.split(launch)) == 1
+
+
+def test_the_profile_can_turn_the_check_on_and_the_flag_wins() -> None:
+    from toolkit.executor.check import CheckOptions
+
+    plain = plan_for("a3-1p1d-64k")
+    asked = plan_for("a3-1p1d-64k", overrides=("collective.by_default=true",))
+    assert not CheckOptions().run_collective(plain)
+    assert CheckOptions().run_collective(asked)
+    assert not CheckOptions(collective=False).run_collective(asked)
+    assert CheckOptions(collective=True).run_collective(plain)

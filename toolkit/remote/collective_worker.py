@@ -9,7 +9,8 @@ in the instance's planned environment (interface variables, NCCL/HCCL settings, 
 files). The launcher prints `@@port N` first on the leader (a free port next to the planned
 dist-init port), starts one worker per device in its own process session, relays nothing
 but a final `@@result [...]` line, and kills every worker it started when the deadline
-passes, when it is signalled, or when its parent (the SSH session) goes away.
+passes, when it is signalled, or when nobody reads its output any more (a heartbeat line
+fails once the SSH channel or the controller's pipe is gone).
 
 A worker checks its interface, imports torch, joins the rendezvous (a TCPStore on the
 leader), waits a bounded time for every rank to join (naming those that do not), then
@@ -28,13 +29,24 @@ import sys
 import threading
 import time
 
-PORT, RESULT, RANK, PHASE = "@@port ", "@@result ", "@@rank ", "@@phase "
+PORT, RESULT, RANK, PHASE, ALIVE = "@@port ", "@@result ", "@@rank ", "@@phase ", "@@alive"
 IFNAME_VARS = {
     "gloo": "GLOO_SOCKET_IFNAME",
     "nccl": "NCCL_SOCKET_IFNAME",
     "hccl": "HCCL_SOCKET_IFNAME",
 }
 PORT_SEARCH = 32
+HEARTBEAT_S = 1.0
+_OUT = threading.Lock()
+
+
+def say(line: str) -> None:
+    """One whole line to stdout (the heartbeat thread writes too)."""
+    with _OUT:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 WARMUP = 2
 
 
@@ -60,7 +72,7 @@ def free_port(base: int) -> int:
 def launch(spec: dict) -> None:
     if spec.get("port") is None:
         spec["port"] = free_port(int(spec["port_base"]))
-        print(PORT + str(spec["port"]), flush=True)
+        say(PORT + str(spec["port"]))
     children: list[tuple[dict, subprocess.Popen]] = []
     outputs: dict[int, list[str]] = {}
     readers: list[threading.Thread] = []
@@ -77,16 +89,18 @@ def launch(spec: dict) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, on_signal)
-    parent = os.getppid()
 
-    def orphan_watch() -> None:
-        # The SSH session went away (Ctrl-C on the controller): nobody reads the result.
+    def heartbeat() -> None:
+        # The controller went away (Ctrl-C, killed, lost connection): the SSH channel or the
+        # local pipe is closed, so this write fails, and nobody would read the result anyway.
         while True:
-            time.sleep(0.5)
-            if os.getppid() != parent:
+            time.sleep(HEARTBEAT_S)
+            try:
+                say(ALIVE)
+            except OSError:
                 on_signal(signal.SIGHUP, None)
 
-    threading.Thread(target=orphan_watch, daemon=True).start()
+    threading.Thread(target=heartbeat, daemon=True).start()
     for rank in spec["ranks"]:
         argument = json.dumps({**spec, "ranks": None, "me": rank})
         proc = subprocess.Popen(
@@ -114,7 +128,7 @@ def launch(spec: dict) -> None:
     for rank, proc in children:
         proc.wait()
         results.append(_rank_result(rank, proc.returncode, outputs[rank["rank"]], spec))
-    print(RESULT + json.dumps(results), flush=True)
+    say(RESULT + json.dumps(results))
 
 
 def _drain(proc: subprocess.Popen, lines: list[str]) -> None:
