@@ -15,6 +15,8 @@ inventory's `nic`, so that taking it down leaves SSH on eth0 working.
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import subprocess
 import sys
 import time
@@ -59,13 +61,18 @@ def coll0(hosts: list[TestHost]) -> Iterator[dict[str, str]]:
 
 
 def write_inventory(
-    cluster: TestCluster, hosts: list[TestHost], workdirs: dict[str, Path], tmp: Path, nics: dict
+    cluster: TestCluster,
+    hosts: list[TestHost],
+    workdirs: dict[str, Path],
+    tmp: Path,
+    nics: dict,
+    **extra: object,
 ) -> Path:
     path = cluster.write_inventory(
         tmp / "inventory.yaml",
         {"prefill": hosts[:2], "decode": hosts[2:4]},
         # A rehearsal loads no weights; the path is only planned.
-        {"python": HOST_PYTHON, "model_path": str(tmp / "model")},
+        {"python": HOST_PYTHON, "model_path": str(tmp / "model"), **extra},
         workdirs=workdirs,
     )
     doc = yaml.safe_load(path.read_text())
@@ -103,7 +110,13 @@ def no_workers_left(workdirs: dict[str, Path]) -> None:
 def test_clean_hosts_pass_with_figures(
     ssh_cluster, hosts, host_workdirs, ssh_env, tmp_path
 ) -> None:
-    inventory = write_inventory(ssh_cluster, hosts, host_workdirs, tmp_path, {})
+    # A non-root login with become: the workers run as root, as `up` starts the engine.
+    user = ssh_cluster.create_sudo_user("collective")
+    entry = pwd.getpwnam(user)
+    for path in host_workdirs.values():
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    become = {"ansible_user": user, "ansible_become": True}
+    inventory = write_inventory(ssh_cluster, hosts, host_workdirs, tmp_path, {}, **become)
     report = check(inventory, ssh_env, "--set", "collective.min_busbw_gbps=0.000001")
     found = cells(report)
     assert {h: f["status"] for h, f in found.items()} == {h.name: "ok" for h in hosts}
@@ -116,6 +129,8 @@ def test_clean_hosts_pass_with_figures(
         assert summary["slowest"]["label"].endswith("cpu0 via eth0)")
     assert "≥ min 1e-06 GB/s" in found["tkt-h1"]["detail"]
     assert any("all-reduce busbw GB/s" in note for note in found["tkt-h1"]["notes"])
+    for workdir in host_workdirs.values():  # made through sudo, so owned by root
+        assert (workdir / ".toolkit-collective").stat().st_uid == 0
     no_workers_left(host_workdirs)
 
 

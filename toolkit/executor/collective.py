@@ -4,7 +4,8 @@ Per instance (one after another: two instances on one machine would share the re
 port range), the leader's launcher starts first and prints the port it found free next to
 the planned dist-init port; then every other node's launcher starts with that port. Each
 launcher runs its workers in the node's planned environment (unset, sourced files, env,
-the NIC variables) with the interpreter the probe ran, and kills them at its deadline, on
+the NIC variables) with the node's planned interpreter, as the same user `up` starts the
+engine as (through sudo when become is set), and kills them at its deadline, on
 a signal, or when its SSH session goes away; its script is removed when it exits.
 
 Pure planning and judging live in `preflight/collective.py`.
@@ -48,7 +49,7 @@ def run_collectives(
             ]
             summaries.append({"instance": test.name, "ok": None, "skipped": why})
             continue
-        found, summary = pure.judge(test, _run_instance(cluster, facts, test))
+        found, summary = pure.judge(test, _run_instance(cluster, test))
         findings += found
         summaries.append(summary)
     return findings, summaries
@@ -63,7 +64,7 @@ def _detected_nic(plan: Plan, host: str, facts: HostFacts) -> str | None:
     return holding_interface(ifaces, nodes[0].address)[0]
 
 
-def _run_instance(cluster: Cluster, facts: dict[str, HostFacts], test: pure.InstanceTest):
+def _run_instance(cluster: Cluster, test: pure.InstanceTest) -> pure.Outcome:
     outcome = pure.Outcome()
     leader, others = test.parts[0], test.parts[1:]
     port: list[int] = []
@@ -78,7 +79,7 @@ def _run_instance(cluster: Cluster, facts: dict[str, HostFacts], test: pure.Inst
 
     def run_leader() -> None:
         try:
-            leader_result["out"] = _launch(cluster, facts, test, leader, None, on_leader_line)
+            leader_result["out"] = _launch(cluster, test, leader, None, on_leader_line)
         except Exception as exc:  # kept: reported as this host's failure
             leader_result["out"] = exc
         finally:
@@ -88,7 +89,7 @@ def _run_instance(cluster: Cluster, facts: dict[str, HostFacts], test: pure.Inst
     thread.start()
     ready.wait(PORT_WAIT_S)
     if port:
-        outs = parallel(others, lambda p: _launch(cluster, facts, test, p, port[0], None))
+        outs = parallel(others, lambda p: _launch(cluster, test, p, port[0], None))
     else:
         why = f"the leader {leader.host} did not start the rendezvous"
         outs = [RuntimeError(why) for _ in others]
@@ -105,21 +106,24 @@ def _run_instance(cluster: Cluster, facts: dict[str, HostFacts], test: pure.Inst
 
 def _launch(
     cluster: Cluster,
-    facts: dict[str, HostFacts],
     test: pure.InstanceTest,
     part: pure.HostPart,
     port: int | None,
     on_line: Any,
 ) -> list[dict[str, Any]]:
-    work = cluster.hosts[part.host]
-    command = launch_command(
-        part, facts[part.host].interpreter, work.workdir, test.spec(part, port)
-    )
-    rc, out, err = cluster.sessions[part.host].run(command, stdin=WORKER_SOURCE, on_line=on_line)
+    # The planned interpreter, as the engine will run (the probe may have fallen back to
+    # python3, which the `python` row reports).
+    command = launch_command(part, part.node.python, part.node.workdir, test.spec(part, port))
+    session = cluster.sessions[part.host]
+    if session.sudo:
+        # As `up` starts the engine (become): the same user opens the devices.
+        command = f"{session._prefix()}bash -c {shlex.quote(command)}"
+    rc, out, err = session.run(command, stdin=WORKER_SOURCE, on_line=on_line)
     for line in out.splitlines():
         if line.startswith(worker.RESULT):
             return json.loads(line[len(worker.RESULT) :])
-    tail = " / ".join(line for line in (err + out).strip().splitlines()[-3:]) or f"exit {rc}"
+    said = [line for line in f"{err}\n{out}".splitlines() if line.strip() and line[:2] != "@@"]
+    tail = " / ".join(said[-3:]) or f"exit status {rc}"
     raise RuntimeError(f"the collective launcher failed ({tail})")
 
 
