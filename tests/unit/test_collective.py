@@ -177,3 +177,17 @@ def test_the_profile_can_turn_the_check_on_and_the_flag_wins() -> None:
     assert CheckOptions().run_collective(asked)
     assert not CheckOptions(collective=False).run_collective(asked)
     assert CheckOptions(collective=True).run_collective(plain)
+
+
+def test_the_launcher_names_where_a_killed_worker_was_stuck() -> None:
+    from toolkit.remote.collective_worker import PHASE, _rank_result, interface_problem
+
+    rank = {"rank": 3, "local": 1, "host": "h2"}
+    lines = [PHASE + "rendezvous", PHASE + "join", PHASE + "all-reduce 1048576"]
+    stuck = _rank_result(rank, -9, lines, {"deadline": 210.0})
+    assert stuck["error"] == "did not finish within 210 s (stuck in all-reduce 1048576)"
+    crashed = _rank_result(rank, 1, [PHASE + "init", "Traceback", "RuntimeError: NCCL error"], {})
+    assert crashed["error"] == "exited with status 1 in init: Traceback / RuntimeError: NCCL error"
+    assert interface_problem("lo") is None
+    assert interface_problem("eth,ib") is None  # NCCL prefix lists are not checked
+    assert interface_problem("nosuch9").startswith("interface nosuch9 does not exist")
