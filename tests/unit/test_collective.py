@@ -191,3 +191,20 @@ def test_the_launcher_names_where_a_killed_worker_was_stuck() -> None:
     assert interface_problem("lo") is None
     assert interface_problem("eth,ib") is None  # NCCL prefix lists are not checked
     assert interface_problem("nosuch9").startswith("interface nosuch9 does not exist")
+
+
+def test_instances_on_disjoint_machines_run_together() -> None:
+    from toolkit.executor.cluster import Cluster, host_work
+    from toolkit.executor.collective import waves
+
+    plan = plan_for("a3-2p1d-128k-prefix90")
+    tests = plan_collectives(plan, "gloo")
+    assert [t.name for t in tests] == ["prefill0", "prefill1", "decode0"]
+    cluster = Cluster(host_work(plan), None, False)  # type: ignore[arg-type]
+    assert [[t.name for t in w] for w in waves(tests, cluster)] == [
+        ["prefill0", "prefill1", "decode0"]
+    ]
+    # Every "host" on this machine (a local rehearsal): one instance at a time.
+    for work in cluster.hosts.values():
+        work.connection = replace(work.connection, local=True)
+    assert [len(w) for w in waves(tests, cluster)] == [1, 1, 1]

@@ -1,12 +1,12 @@
 """`toolkit check --collective` on the hosts: upload the worker, start it per node, collect.
 
-Per instance (one after another: two instances on one machine would share the rendezvous
-port range), the leader's launcher starts first and prints the port it found free next to
-the planned dist-init port; then every other node's launcher starts with that port. Each
-launcher runs its workers in the node's planned environment (unset, sourced files, env,
-the NIC variables) with the node's planned interpreter, as the same user `up` starts the
-engine as (through sudo when become is set), and kills them at its deadline, on
-a signal, or when its SSH session goes away; its script is removed when it exits.
+Instances on disjoint machines run at once (`waves`). Per instance, the leader's launcher
+starts first and prints the port it found free next to the planned dist-init port; then
+every other node's launcher starts with that port. Each launcher runs its workers in the
+node's planned environment (unset, sourced files, env, the NIC variables) with the node's
+planned interpreter, as the user `up` starts the engine as (through sudo when become is
+set), and kills them at its deadline, on a signal, or once its heartbeat finds the
+controller gone; its script is removed when it exits.
 
 Pure planning and judging live in `preflight/collective.py`.
 """
@@ -38,21 +38,41 @@ def run_collectives(
 ) -> tuple[list[Finding], list[dict[str, Any]]]:
     """Every instance's collective test; findings per host and a summary per instance."""
     nics = {name: _detected_nic(plan, name, f) for name, f in facts.items()}
-    findings: list[Finding] = []
-    summaries: list[dict[str, Any]] = []
-    for test in pure.plan_collectives(plan, backend, nics):
+    tests = pure.plan_collectives(plan, backend, nics)
+    outcomes: dict[str, tuple[list[Finding], dict[str, Any]]] = {}
+    runnable = []
+    for test in tests:
         down = [p.host for p in test.parts if not facts[p.host].ok]
         if down:
             why = f"{test.name}: {', '.join(down)} gave no facts (see ssh/python)"
-            findings += [
-                Finding(p.host, "collective", "skipped", "not run", why) for p in test.parts
-            ]
-            summaries.append({"instance": test.name, "ok": None, "skipped": why})
-            continue
-        found, summary = pure.judge(test, _run_instance(cluster, test))
-        findings += found
-        summaries.append(summary)
-    return findings, summaries
+            skipped = [Finding(p.host, "collective", "skipped", "not run", why) for p in test.parts]
+            outcomes[test.name] = (skipped, {"instance": test.name, "ok": None, "skipped": why})
+        else:
+            runnable.append(test)
+    for wave in waves(runnable, cluster):
+        judged = parallel(wave, lambda t: pure.judge(t, _run_instance(cluster, t)))
+        for test, result in zip(wave, judged, strict=True):
+            if isinstance(result, Exception):
+                raise result
+            outcomes[test.name] = result
+    findings = [f for test in tests for f in outcomes[test.name][0]]
+    return findings, [outcomes[test.name][1] for test in tests]
+
+
+def waves(tests: list[pure.InstanceTest], cluster: Cluster) -> list[list[pure.InstanceTest]]:
+    """Instances that share no machine run at once; two on one machine (a local rehearsal)
+    run one after the other, since their rendezvous ports would be searched from one base."""
+    grouped: list[tuple[set[str], list[pure.InstanceTest]]] = []
+    for test in tests:
+        machines = {cluster.hosts[p.host].machine for p in test.parts}
+        for used, members in grouped:
+            if not used & machines:
+                used |= machines
+                members.append(test)
+                break
+        else:
+            grouped.append((machines, [test]))
+    return [members for _, members in grouped]
 
 
 def _detected_nic(plan: Plan, host: str, facts: HostFacts) -> str | None:
