@@ -208,3 +208,22 @@ def test_instances_on_disjoint_machines_run_together() -> None:
     for work in cluster.hosts.values():
         work.connection = replace(work.connection, local=True)
     assert [len(w) for w in waves(tests, cluster)] == [1, 1, 1]
+
+
+def test_ranks_that_fail_alike_are_one_line() -> None:
+    test = plan_collectives(plan_for("a3-1p1d-64k"), "hccl")[0]
+    waited = "16 of 32 ranks did not join within 30 s"
+    ranks = {
+        r: {"rank": r, "ok": False, "error": waited, "missing": list(range(16, 32))}
+        for r in range(16)
+    }
+    gone = "cannot reach the rendezvous at 10.9.1.11:5001 within 30 s: timed out"
+    ranks |= {r: {"rank": r, "ok": False, "error": gone} for r in range(16, 32)}
+    findings, _ = judge(test, Outcome(ranks=ranks))
+    leader, other = findings
+    assert leader.detail == (
+        "prefill0 (hccl, world 32): ranks 0–15 (10.9.1.11 NPU 0–15 via eth0): "
+        f"{waited}; not joined: ranks 16–31 (10.9.1.12 NPU 0–15 via eth0)"
+    )
+    assert other.detail.endswith(f"ranks 16–31 (10.9.1.12 NPU 0–15 via eth0): {gone}")
+    assert other.summary == "no rendezvous"

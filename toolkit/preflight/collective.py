@@ -198,14 +198,18 @@ def judge(test: InstanceTest, outcome: Outcome) -> tuple[list[Finding], dict[str
         if part.host in outcome.host_errors:
             problems.setdefault(part.host, []).append(outcome.host_errors[part.host])
             continue
+        # Ranks of one host that failed alike are one line (16 NPUs without torch_npu).
+        alike: dict[tuple[str, tuple[int, ...]], list[Rank]] = {}
         for rank in part.ranks:
             result = outcome.ranks.get(rank.rank) or {"ok": False, "error": "no result"}
-            if result.get("ok"):
-                continue
-            text = f"{rank.label}: {result.get('error')}"
-            missing = [by_rank[m].label for m in result.get("missing", []) if m in by_rank]
-            if missing:
-                text += f"; not joined: {', '.join(missing)}"
+            if not result.get("ok"):
+                key = (str(result.get("error")), tuple(result.get("missing", [])))
+                alike.setdefault(key, []).append(rank)
+        for (error, missing), ranks in alike.items():
+            text = f"{ranks_text(ranks)}: {error}"
+            absent = [by_rank[m] for m in missing if m in by_rank]
+            if absent:
+                text += f"; not joined: {ranks_text(absent)}"
             problems.setdefault(part.host, []).append(text)
     summary: dict[str, Any] = {
         "instance": test.name,
@@ -223,6 +227,36 @@ def judge(test: InstanceTest, outcome: Outcome) -> tuple[list[Finding], dict[str
     low = test.min_busbw_gbps is not None and test.world > 1 and figure < test.min_busbw_gbps
     summary["ok"] = not low
     return _passed(test, stats, low), summary
+
+
+def ranks_text(ranks: list[Rank]) -> str:
+    """`rank 1 (h2 cpu0 via eth0)`; several on one host: `ranks 16–31 (h2 NPU 0–15 via eth0)`."""
+    groups: dict[tuple[str, str], list[Rank]] = {}
+    for rank in ranks:
+        groups.setdefault((rank.host, rank.interface), []).append(rank)
+    out = []
+    for (host, interface), members in groups.items():
+        if len(members) == 1:
+            out.append(members[0].label)
+            continue
+        numbers = _span([str(r.rank) for r in members])
+        out.append(f"ranks {numbers} ({host} {_device_span(members)} via {interface})")
+    return ", ".join(out)
+
+
+def _span(numbers: list[str]) -> str:
+    values = [int(n) for n in numbers] if all(n.isdigit() for n in numbers) else []
+    if len(values) > 2 and values == list(range(values[0], values[0] + len(values))):
+        return f"{values[0]}–{values[-1]}"
+    return ", ".join(numbers)
+
+
+def _device_span(ranks: list[Rank]) -> str:
+    words = {r.device.rpartition(" ")[0] for r in ranks}
+    if len(words) == 1 and words != {""}:
+        word = words.pop()
+        return f"{word} {_span([r.device.rpartition(' ')[2] for r in ranks])}"
+    return ", ".join(r.device for r in ranks)
 
 
 def _failed(test: InstanceTest, problems: dict[str, list[str]]) -> list[Finding]:
@@ -261,8 +295,9 @@ def _cause(text: str, test: InstanceTest, part: HostPart) -> tuple[str, str]:
     if "in device" in text:
         device = part.ranks[0].device if part.ranks else "the device"
         return "no device", f"check the driver and that {device} is visible on {host}"
-    if "import torch" in text:
-        return "no torch", f"install torch for the engine's python on {host}"
+    if "cannot import torch" in text:
+        package = "torch_npu" if "torch_npu" in text else "torch"
+        return f"no {package}", f"install {package} for the engine's python on {host}"
     if "did not finish" in text:
         return "timed out", (
             f"a rank hung in a collective: check {var} ({interface}) on every host and that "

@@ -208,7 +208,10 @@ def worker(spec: dict) -> None:
         torch.cuda.set_device(int(me["local"]))
         device = torch.device("cuda", int(me["local"]))
     elif backend == "hccl":
-        import torch_npu  # noqa: F401  (registers the npu device and the hccl backend)
+        try:
+            import torch_npu  # noqa: F401  (registers the npu device and the hccl backend)
+        except ImportError as exc:
+            finish(me, ok=False, phase="import torch", error=f"cannot import torch_npu: {exc}")
 
         torch.npu.set_device(int(me["local"]))
         device = torch.device("npu", int(me["local"]))
@@ -251,6 +254,11 @@ def worker(spec: dict) -> None:
     if float(probe[0]) != world:
         finish(me, ok=False, phase="all-reduce", error=f"wrong sum {float(probe[0])} != {world}")
     iters = int(spec["iters"])
+    flag = torch.zeros(1, device=device)
+
+    def align() -> None:
+        dist.all_reduce(flag)
+
     sizes = []
     for size in spec["sizes"]:
         phase(f"all-reduce {size}")
@@ -258,14 +266,14 @@ def worker(spec: dict) -> None:
         sizes.append(
             {
                 "bytes": int(size),
-                "seconds": _timed(lambda t=tensor: dist.all_reduce(t), sync, iters),
+                "seconds": _timed(lambda t=tensor: dist.all_reduce(t), sync, iters, align),
             }
         )
     gather_bytes = int(spec["gather_bytes"])
     phase(f"all-gather {gather_bytes}")
     part = torch.ones(max(1, gather_bytes // 4 // world), dtype=torch.float32, device=device)
     whole = torch.empty(part.numel() * world, dtype=torch.float32, device=device)
-    gather = _timed(lambda: dist.all_gather_into_tensor(whole, part), sync, iters)
+    gather = _timed(lambda: dist.all_gather_into_tensor(whole, part), sync, iters, align)
     # Hold the store (rank 0) until every rank is done with it.
     store.set(f"done/{rank}", "1")
     if rank == 0:
@@ -282,10 +290,13 @@ def worker(spec: dict) -> None:
     )
 
 
-def _timed(op, sync, iters: int) -> float:
+def _timed(op, sync, iters: int, align=None) -> float:
     for _ in range(WARMUP):
         op()
     sync()
+    if align is not None:
+        align()  # every rank starts its clock together: the time is the collective's
+        sync()
     started = time.perf_counter()
     for _ in range(iters):
         op()
