@@ -25,7 +25,7 @@ IDLE = (FIXTURES / "nvidia_smi_h200_gpu_state_idle.csv").read_text()
 HELD = (FIXTURES / "nvidia_smi_h200_gpu_state_held.csv").read_text()
 APPS = (FIXTURES / "nvidia_smi_h200_gpu_apps_held.csv").read_text()
 A3 = (FIXTURES / "npu_smi_a3_16chips.txt").read_text()
-# /proc/571/cmdline there, NULs read as spaces (the probe's `gpu_apps` section).
+# /proc/574/cmdline there, NULs read as spaces (the probe's `gpu_apps` section).
 HOLDER = (
     "python3 -c import torch, time, sys; x = torch.empty(40 << 30, dtype=torch.uint8, "
     'device="cuda"); open("/tmp/held", "w").write("1"); time.sleep(300)'
@@ -36,8 +36,8 @@ def test_h200_state_and_holders_parse() -> None:
     (gpu,) = parse_gpu_state(HELD)
     assert (gpu.index, gpu.total_mb, gpu.used_mb, gpu.free_mb) == (0, 143771, 41487, 101670)
     assert (gpu.persistence, gpu.ecc_mode, gpu.ecc_uncorrected) == ("Enabled", "Enabled", 0)
-    (holder,) = parse_gpu_apps(APPS, {"571": HOLDER})
-    assert (holder.device, holder.pid, holder.used_mb) == (gpu.uuid, 571, 41478)
+    (holder,) = parse_gpu_apps(APPS, {"574": HOLDER})
+    assert (holder.device, holder.pid, holder.used_mb) == (gpu.uuid, 574, 41478)
     assert holder.command == HOLDER
 
 
@@ -49,10 +49,10 @@ def test_an_idle_gpu_passes_and_the_fraction_fits() -> None:
 
 def test_a_held_gpu_names_the_pid_and_command_and_the_missing_memory() -> None:
     finding = judge_gpus(
-        "g1", parse_gpu_state(HELD), parse_gpu_apps(APPS, {"571": HOLDER}), [0], 0.8
+        "g1", parse_gpu_state(HELD), parse_gpu_apps(APPS, {"574": HOLDER}), [0], 0.8
     )
     assert finding.status == "failed"
-    assert f"GPU 0: pid 571 ({HOLDER}) holds 41478 MB" in finding.detail
+    assert f"GPU 0: pid 574 ({HOLDER}) holds 41478 MB" in finding.detail
     assert "GPU 0: 101670 MB free of 143771 MB, the memory fraction 0.8 needs 115016 MB" in (
         finding.detail
     )
