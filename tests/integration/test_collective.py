@@ -102,8 +102,7 @@ def no_workers_left(workdirs: dict[str, Path]) -> None:
     """Every worker the check started is gone (the PID space is shared with the hosts)."""
     for workdir in workdirs.values():
         pattern = f"{workdir}/.toolkit-collective"
-        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
-        assert found.stdout.strip() == "", f"workers left running under {pattern}"
+        assert not command_lines(pattern), f"processes left running under {pattern}"
         assert not list(Path(pattern).glob("*.py")), "the uploaded worker was not removed"
 
 
@@ -201,9 +200,24 @@ def workers(workdirs: dict[str, Path]) -> list[str]:
     """Worker processes (not launchers) of this test, by their uploaded file's path."""
     found = []
     for workdir in workdirs.values():
-        pattern = f"{workdir}/.toolkit-collective/.* worker "
-        done = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True)
-        found += done.stdout.splitlines()
+        found += command_lines(f"{workdir}/.toolkit-collective/", word="worker")
+    return found
+
+
+def command_lines(marker: str, word: str | None = None) -> list[str]:
+    """Live processes whose argv holds `marker` (and the argument `word`), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = [
+                a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0")
+            ]
+        except OSError:
+            continue  # exited meanwhile
+        if any(marker in a for a in argv) and (word is None or word in argv):
+            found.append(" ".join(argv))
     return found
 
 
