@@ -124,6 +124,7 @@ class Plan:
     readiness_timeout_s: float
     inventory: str
     notes: list[str] = field(default_factory=list)
+    collective: dict[str, Any] = field(default_factory=dict)  # the profile's `collective`
 
     @property
     def hosts(self) -> list[str]:

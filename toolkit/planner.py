@@ -84,6 +84,7 @@ def build_plan(inventory: Inventory, profile: Profile) -> Plan:
         slo=[s.model_dump(mode="json") for s in profile.slo],
         rehearsal=_rehearsal(profile),
         readiness_timeout_s=profile.readiness_timeout_s,
+        collective=profile.collective.model_dump(),
         inventory=inventory.path,
         notes=notes,
     )

@@ -139,6 +139,19 @@ class Rehearsal(Strict):
     ttft_base_ms: float = 30.0
 
 
+class Collective(Strict):
+    """`toolkit check --collective`: what to run and what bandwidth to expect."""
+
+    # Run it in `check` and `up` without --collective (--no-collective skips it).
+    by_default: bool = False
+    # Bus bandwidth (GB/s, nccl-tests' busbw) below which an instance fails; null: report only.
+    min_busbw_gbps: float | None = Field(None, gt=0)
+    sizes_mib: list[float] | None = None  # default by backend (1..256 MiB on accelerators)
+    iters: int | None = Field(None, ge=1)
+    join_timeout_s: float = Field(30.0, gt=0)  # every rank must join within this
+    op_timeout_s: float = Field(120.0, gt=0)
+
+
 class Profile(Strict):
     name: str
     meta: Meta
@@ -161,6 +174,7 @@ class Profile(Strict):
     bench: Bench = Bench()
     slo: list[Slo] = []
     rehearsal: Rehearsal = Rehearsal()
+    collective: Collective = Collective()
     readiness_timeout_s: float = Field(3600.0, gt=0)
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from toolkit.cli.collective_options import collective_options
 from toolkit.cli.options import inventory_option, make_plan, profile_options
 from toolkit.cli.run_options import host_key_option
 from toolkit.executor.check import CheckOptions, check
@@ -32,6 +33,7 @@ from toolkit.render.check import render_check
     show_default=True,
     help="text: the table and fixes; json: every finding.",
 )
+@collective_options
 @host_key_option
 def command(
     profile: str,
@@ -41,11 +43,16 @@ def command(
     rehearse: bool,
     translate_flags: bool,
     fmt: str,
+    collective: bool | None,
+    collective_backend: str,
     accept_new_host_keys: bool,
 ) -> None:
-    """Preflight PROFILE on INVENTORY: SSH, engine, cards, NIC, ports, model, flags, paths."""
+    """Preflight PROFILE on INVENTORY: SSH, engine, cards, NIC, ports, model, flags, paths,
+    and with --collective an all-reduce per instance over the planned interface."""
     plan = make_plan(inventory, profile, overrides, profiles_dirs)
-    options = CheckOptions(rehearse, translate_flags, accept_new_host_keys)
+    options = CheckOptions(
+        rehearse, translate_flags, accept_new_host_keys, collective, collective_backend
+    )
     report = check(plan, options)
     if fmt == "json":
         click.echo(json.dumps(report.to_dict(), indent=2))

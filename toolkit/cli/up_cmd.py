@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from toolkit.cli.collective_options import collective_options
 from toolkit.cli.options import inventory_option, make_plan, profile_options
 from toolkit.cli.run_options import host_key_option
 from toolkit.executor.up import UpOptions, up
@@ -26,6 +27,7 @@ from toolkit.executor.up import UpOptions, up
 @click.option(
     "--translate-flags", is_flag=True, help="Launch with known flag renames applied (see check)."
 )
+@collective_options
 @host_key_option
 def command(
     profile: str,
@@ -40,6 +42,8 @@ def command(
     load_seconds: float | None,
     skip_check: bool,
     translate_flags: bool,
+    collective: bool | None,
+    collective_backend: str,
     accept_new_host_keys: bool,
 ) -> None:
     """Check, tune the hosts, launch every node, wait for /health, start the router, smoke."""
@@ -59,6 +63,8 @@ def command(
         timeout_s=timeout,
         skip_check=skip_check,
         translate_flags=translate_flags,
+        collective=collective,
+        collective_backend=collective_backend,
     )
     up(plan, options, Console())
     sys.exit(0)

@@ -29,11 +29,14 @@ from toolkit.errors import ToolkitError
 from toolkit.executor import check_flags
 from toolkit.executor import check_remote as remote
 from toolkit.executor.check_cluster import Context, judge
-from toolkit.executor.check_facts import CheckReport, HostFacts
+from toolkit.executor.check_facts import CheckReport, Finding, HostFacts
 from toolkit.executor.check_plan import Route, node_model_path, routes
 from toolkit.executor.cluster import Cluster, HostWork, host_work
+from toolkit.executor.collective import run_collectives
 from toolkit.executor.session import Session, Unreachable, parallel
 from toolkit.plan import Plan
+from toolkit.preflight import gpu_facts
+from toolkit.preflight.collective import backend_for
 from toolkit.preflight.flags import EngineOptions
 from toolkit.preflight.remote_probe import parse_probe_output, probe_script
 from toolkit.render.run import Recap
@@ -52,6 +55,14 @@ class CheckOptions:
     rehearse: bool = False
     translate_flags: bool = False
     accept_new_host_keys: bool = False
+    # --collective / --no-collective; None: as the profile's collective.by_default says.
+    collective: bool | None = None
+    collective_backend: str | None = None  # nccl, hccl, gloo; None/auto: by platform
+
+    def run_collective(self, plan: Plan) -> bool:
+        if self.collective is not None:
+            return self.collective
+        return bool((plan.collective or {}).get("by_default"))
 
 
 def check(plan: Plan, options: CheckOptions) -> CheckReport:
@@ -104,15 +115,40 @@ def run_checks(
         reach=reach,
         translations=translations,
     )
+    findings, collectives = judge(ctx) + device_findings(cluster, plan, facts, options), []
+    if options.run_collective(plan):
+        found, collectives = run_collectives(
+            cluster, plan, facts, collective_backend(plan, options)
+        )
+        findings += found
     return CheckReport(
         profile=plan.profile,
         rehearse=options.rehearse,
         hosts=list(cluster.hosts),
-        findings=judge(ctx),
+        findings=findings,
         plan=plan,
         translated=options.translate_flags,
         elapsed_s=time.monotonic() - started,
+        collective=collectives,
     )
+
+
+def device_findings(
+    cluster: Cluster, plan: Plan, facts: dict[str, HostFacts], options: CheckOptions
+) -> list[Finding]:
+    """The `devices` row: processes, free memory, ECC, persistence on the planned devices."""
+    if options.rehearse:
+        return []
+    found = []
+    for name, work in cluster.hosts.items():
+        if work.serving and facts[name].ok:
+            sections = {k: facts[name].section(k) for k in ("gpu_state", "gpu_apps", "npu_smi")}
+            found.append(gpu_facts.devices(plan, work.nodes, name, sections))
+    return [f for f in found if f is not None]
+
+
+def collective_backend(plan: Plan, options: CheckOptions) -> str:
+    return backend_for(plan.platform, options.collective_backend, options.rehearse)
 
 
 # ----------------------------------------------------------------------------- probe

@@ -8,7 +8,7 @@ The judging (`check_rules.py`, `check_cluster.py`) is pure and tested from these
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from toolkit.executor.check_plan import version_key
@@ -32,6 +32,8 @@ CHECKS: dict[str, str] = {
     "clock": "clock skew between hosts",
     "flags": "planned flags against the installed engine",
     "reach": "TCP paths to bootstrap, dist-init and store ports",
+    "devices": "planned GPUs/NPUs: other processes, free memory, ECC, persistence",
+    "collective": "all-reduce and all-gather per instance over the planned interface",
 }
 
 
@@ -96,6 +98,7 @@ class CheckReport:
     plan: Plan
     translated: bool = False
     elapsed_s: float = 0.0
+    collective: list[dict[str, Any]] = field(default_factory=list)  # one per instance
 
     @property
     def failures(self) -> list[Finding]:
@@ -119,6 +122,7 @@ class CheckReport:
             "translated": self.translated,
             "notes": [n for n in self.plan.notes if n.startswith("--translate-flags")],
             "findings": [asdict(f) for f in self.findings],
+            "collective": self.collective,
         }
 
 

@@ -54,6 +54,8 @@ class UpOptions:
     timeout_s: float | None = None
     skip_check: bool = False
     translate_flags: bool = False
+    collective: bool | None = None  # None: the profile's collective.by_default
+    collective_backend: str | None = None
 
 
 def up(plan: Plan, options: UpOptions, console: Console) -> state.RunRecord | None:
@@ -73,7 +75,12 @@ def up(plan: Plan, options: UpOptions, console: Console) -> state.RunRecord | No
         if cluster.connect(recap):
             _fail(console, recap, "unreachable hosts: nothing was changed")
         if not options.skip_check:  # `toolkit check` first; a ✘ raises CheckFailed
-            checks = CheckOptions(options.rehearse, options.translate_flags)
+            checks = CheckOptions(
+                options.rehearse,
+                options.translate_flags,
+                collective=options.collective,
+                collective_backend=options.collective_backend,
+            )
             plan = preflight(cluster, plan, checks, console)
             record.plan = plan.to_dict(mask=True)
         _prepare(cluster, plan, record, recap)

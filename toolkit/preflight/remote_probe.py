@@ -62,6 +62,16 @@ NVIDIA_SMI_ARGS = [
     "--query-gpu=index,name,memory.total,memory.used",
     "--format=csv,noheader,nounits",
 ]
+# `check`'s devices row: state and holders of each GPU (pid → command line from /proc).
+GPU_STATE_ARGS = [
+    "--query-gpu=index,uuid,memory.total,memory.used,memory.free,persistence_mode,"
+    "ecc.mode.current,ecc.errors.uncorrected.volatile.total",
+    "--format=csv,noheader,nounits",
+]
+GPU_APPS_ARGS = [
+    "--query-compute-apps=gpu_uuid,pid,process_name,used_memory",
+    "--format=csv,noheader,nounits",
+]
 # npu-smi lives in /usr/local/sbin, which a non-login SSH shell often lacks in PATH.
 _EXTRA_BIN_DIRS = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin"]
 _TCP_LISTEN = "0A"
@@ -334,6 +344,20 @@ def _smi(name: str, args: list[str], run: bool, timeout: float) -> dict[str, Any
     }
 
 
+def _gpu_apps(run: bool, timeout: float) -> dict[str, Any]:
+    """nvidia-smi's compute processes, with each pid's command line where /proc shows it."""
+    out = _smi("nvidia-smi", GPU_APPS_ARGS, run, timeout)
+    cmdlines = {}
+    for line in (out.get("stdout") or "").splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) > 1 and fields[1].isdigit():
+            raw = _read(f"/proc/{fields[1]}/cmdline")
+            if raw:
+                cmdlines[fields[1]] = raw.replace("\0", " ").strip()[:300]
+    out["cmdlines"] = cmdlines
+    return out
+
+
 def _cpufreq() -> dict[str, Any]:
     paths = glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor")
     governors: dict[str, int] = {}
@@ -392,6 +416,8 @@ def probe(params: dict[str, Any]) -> dict[str, Any]:
         "files": _guard(lambda: _files(p["files"])),
         "npu_smi": _guard(lambda: _smi("npu-smi", NPU_SMI_ARGS, run, timeout)),
         "nvidia_smi": _guard(lambda: _smi("nvidia-smi", NVIDIA_SMI_ARGS, run, timeout)),
+        "gpu_state": _guard(lambda: _smi("nvidia-smi", GPU_STATE_ARGS, run, timeout)),
+        "gpu_apps": _guard(lambda: _gpu_apps(run, timeout)),
         "cpufreq": _guard(_cpufreq),
         "sysctl": _guard(lambda: _sysctls(p["sysctls"])),
     }
