@@ -108,8 +108,9 @@ def run_id_of(text: str) -> str:
 
 def record(fault: str, elapsed: float, output: str) -> None:
     """For the closing note: what toolkit printed, how long it took (`pytest -s`)."""
-    tail = [line for line in output.splitlines() if line.strip()][-8:]
-    print(f"\n== {fault}: {elapsed:.1f} s\n" + "\n".join(tail))
+    keys = ("unreachable:", "failed:", "interrupted", "stopping", "error:", "✘", "stopped")
+    said = [line for line in output.splitlines() if any(k in line for k in keys)]
+    print(f"\n== {fault}: {elapsed:.1f} s\n" + "\n".join(said[-12:]))
 
 
 def test_sshd_killed_during_readiness_fails_the_run_and_names_the_host(env: Env) -> None:

@@ -120,7 +120,7 @@ def _stop(
         )
         raise
     record.stopped = time.time()
-    state.save(record)
+    state.save(record, make_current=False)
     state.forget_current(record.run_id)
 
 
