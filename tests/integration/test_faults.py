@@ -190,6 +190,8 @@ def test_ctrl_c_at_any_phase_leaves_nothing_of_the_run(
         assert "nothing was started" in out
     else:
         assert "stopping run" in out and re.search(r"run \S+ stopped", out), out
+        for key in re.findall(r"changed: \[\S+\] sysctl ([\w.]+)", out):
+            assert f"restore sysctl {key}" in out  # what this run tuned is put back
     assert not run_processes(env.hosts)
     for host in env.hosts:
         assert not SERVING_PORTS & listening(host)
@@ -205,6 +207,31 @@ def test_sigterm_during_readiness_stops_the_run(env: Env) -> None:
     assert rc == 128 + signal.SIGTERM, out
     assert "interrupted during readiness" in out
     assert not run_processes(env.hosts)
+
+
+def test_sigterm_ends_logs_follow_and_leaves_no_tail(env: Env) -> None:
+    up = env.up("--skip-check")
+    assert up.returncode == 0, up.stdout + up.stderr
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "toolkit.cli", "logs", "decode", "-f", "-n", "1"],
+        cwd=env.cwd,
+        env={**env.env, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert follow.stdout is not None
+    assert follow.stdout.readline().startswith("[tkt-h")  # streaming
+    follow.send_signal(signal.SIGTERM)
+    out = follow.communicate(timeout=30)[0]
+    assert follow.returncode == 0, out
+    assert "stopped following" in out
+    tails = "".join(h.run("pgrep -a tail || true").stdout for h in env.hosts[2:4])
+    deadline = time.monotonic() + 10  # `tail --pid` notices its sshd parent within 1 s
+    while str(env.workdirs[env.hosts[2].name]) in tails and time.monotonic() < deadline:
+        time.sleep(0.2)
+        tails = "".join(h.run("pgrep -a tail || true").stdout for h in env.hosts[2:4])
+    assert str(env.workdirs[env.hosts[2].name]) not in tails
 
 
 def test_check_and_up_catch_a_read_only_workdir(env: Env) -> None:
