@@ -199,6 +199,22 @@ def test_ctrl_c_at_any_phase_leaves_nothing_of_the_run(
         assert not active.exists()  # the run's record on the host went with it
 
 
+def test_a_second_ctrl_c_abandons_the_cleanup_and_names_the_command(env: Env) -> None:
+    up = Up(env, "--load-seconds", "60")
+    up.wait_for("waiting for 4 nodes")
+    up.proc.send_signal(signal.SIGINT)
+    up.wait_for("interrupted during readiness: stopping run", timeout=30)
+    up.proc.send_signal(signal.SIGINT)
+    rc, out, _ = up.finish(timeout=60)
+    record("second Ctrl-C during the cleanup", 0.0, out)
+    assert rc == 130, out
+    command = re.search(r"cleanup abandoned:.* finish with: (toolkit down --run \S+)", out)
+    assert command, out
+    down = env.run(*command.group(1).split()[1:])
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not run_processes(env.hosts)
+
+
 def test_sigterm_during_readiness_stops_the_run(env: Env) -> None:
     up = Up(env, "--load-seconds", "60")
     up.wait_for("waiting for 4 nodes")
@@ -276,7 +292,8 @@ def test_a_stale_runs_down_leaves_the_live_run_intact(env: Env) -> None:
     # From the hosts alone, the named run is found and stopped (-i is not ignored).
     by_hosts = env.run("down", "-i", str(env.inventory), "--run", live_id)
     assert by_hosts.returncode == 0, by_hosts.stdout + by_hosts.stderr
-    assert by_hosts.stdout.count("stop — stopped") == 4, by_hosts.stdout
+    # (A prefill follower may exit on its own once its leader is stopped: "nothing to stop".)
+    assert f"[{env.hosts[0].name}] stop — stopped" in by_hosts.stdout, by_hosts.stdout
     assert set(_active(env).values()) == {None}
     assert not run_processes(env.hosts)
 
@@ -285,6 +302,14 @@ def _listeners_of(host: TestHost, port: int) -> list[int]:
     """PIDs holding `port` open on `host` (whatever they did to their argv or environment)."""
     out = host.run(["ss", "-Hltnp", f"sport = :{port}"]).stdout
     return [int(pid) for pid in re.findall(r"pid=(\d+)", out)]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a dead router waits for this machine's init to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
 
 
 def test_down_stops_the_routers_real_process_and_deletes_launch_scripts(env: Env) -> None:
@@ -298,7 +323,7 @@ def test_down_stops_the_routers_real_process_and_deletes_launch_scripts(env: Env
 
     down = env.run("down")
     assert down.returncode == 0, down.stdout + down.stderr
-    assert not [p for p in routers if Path(f"/proc/{p}").exists()], "the router survived"
+    assert not [p for p in routers if _running(p)], "the router survived"
     assert not list(run_dir.glob("*.sh"))  # the scripts held the secret
     assert (run_dir / "router.log").is_file() and (run_dir / "prefill0.0.log").is_file()
     assert not SERVING_PORTS & listening(h1)
