@@ -108,7 +108,16 @@ def run_id_of(text: str) -> str:
 
 def record(fault: str, elapsed: float, output: str) -> None:
     """For the closing note: what toolkit printed, how long it took (`pytest -s`)."""
-    keys = ("unreachable:", "failed:", "interrupted", "stopping", "error:", "✘", "stopped")
+    keys = (
+        "unreachable:",
+        "failed:",
+        "interrupted",
+        "stopping",
+        "error:",
+        "✘",
+        "stopped",
+        "abandon",
+    )
     said = [line for line in output.splitlines() if any(k in line for k in keys)]
     print(f"\n== {fault}: {elapsed:.1f} s\n" + "\n".join(said[-12:]))
 
