@@ -147,6 +147,7 @@ def logs(
 
 def _follow(cluster: Cluster, chosen: dict[str, list[str]], lines: int, console: Console) -> None:
     lock = threading.Lock()
+    ending = threading.Event()  # the streams end because we close them: nothing to report
 
     def stream(session: Session) -> None:
         paths = " ".join(shlex.quote(p) for p in chosen[session.name])
@@ -162,8 +163,9 @@ def _follow(cluster: Cluster, chosen: dict[str, list[str]], lines: int, console:
         try:
             session.run(f"exec tail -n {int(lines)} -F --pid=$PPID {paths} 2>&1", on_line=show)
         except Unreachable as exc:  # keepalives end the stream of a host that went away
-            with lock:
-                console.print(f"[red]{prefix}{exc}[/]", highlight=False)
+            if not ending.is_set():
+                with lock:
+                    console.print(f"[red]{prefix}{exc}[/]", highlight=False)
 
     threads = [
         threading.Thread(target=stream, args=(s,), daemon=True) for s in cluster.sessions.values()
@@ -177,3 +179,5 @@ def _follow(cluster: Cluster, chosen: dict[str, list[str]], lines: int, console:
                 time.sleep(0.5)
         except Interrupted:
             console.print("[yellow]stopped following; closing the connections[/]")
+        finally:
+            ending.set()
