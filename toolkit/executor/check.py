@@ -64,6 +64,9 @@ class CheckOptions:
             return self.collective
         return bool((plan.collective or {}).get("by_default"))
 
+    # `up`'s preflight: what only `toolkit bench` needs (the bench client) is not a ✘.
+    launching: bool = False
+
 
 def check(plan: Plan, options: CheckOptions) -> CheckReport:
     """Connect to every host of the plan, run every check, close."""
@@ -114,6 +117,7 @@ def run_checks(
         options=found,
         reach=reach,
         translations=translations,
+        launching=options.launching,
     )
     findings, collectives = judge(ctx) + device_findings(cluster, plan, facts, options), []
     if options.run_collective(plan):
@@ -160,7 +164,7 @@ def probe_params(plan: Plan, work: HostWork, rehearse: bool) -> dict[str, Any]:
     return {
         "model_dir": model,
         "max_files": MAX_MODEL_FILES,
-        "disk_paths": [work.workdir],
+        "disk_paths": [work.workdir, f"{work.workdir.rstrip('/')}/runs"],
         "files": list(dict.fromkeys(p for node in work.nodes for p in node.source)),
         "run_smi": serving and not rehearse,
     }

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import threading
 from pathlib import Path
 from typing import Any
 
+from toolkit import shell
 from toolkit.executor.check_facts import Finding, HostFacts
 from toolkit.executor.check_rules import _holding as holding_interface
 from toolkit.executor.cluster import Cluster
@@ -137,7 +137,7 @@ def _launch(
     session = cluster.sessions[part.host]
     if session.sudo:
         # As `up` starts the engine (become): the same user opens the devices.
-        command = f"{session._prefix()}bash -c {shlex.quote(command)}"
+        command = f"{session._prefix()}bash -c {shell.quote(command)}"
     rc, out, err = session.run(command, stdin=WORKER_SOURCE, on_line=on_line)
     for line in out.splitlines():
         if line.startswith(worker.RESULT):
@@ -154,7 +154,7 @@ def launch_command(part: pure.HostPart, python: str, workdir: str, spec: dict[st
     worker-prefill0.0.py && unset X; if [ -f F ]; then . F >&2; fi; export K=V; python -u
     … launch '{…}'; rc=$?; rm -f …; exit $rc`.
     """
-    q = shlex.quote
+    q = shell.quote
     folder = f"{workdir.rstrip('/')}/.toolkit-collective"
     script = f"{folder}/worker-{part.node.name}.py"
     steps = [f"mkdir -p {q(folder)} && cat > {q(script)} || exit 1"]
@@ -167,5 +167,5 @@ def launch_command(part: pure.HostPart, python: str, workdir: str, spec: dict[st
     env_steps += [
         f"export {name}={q(value)}" for name, value in part.env.items() if _NAME.match(name)
     ]
-    run = f"{shlex.join([python, '-u', script, 'launch', json.dumps(spec)])}; rc=$?"
+    run = f"{shell.join([python, '-u', script, 'launch', json.dumps(spec)])}; rc=$?"
     return "; ".join([*steps, *env_steps, run, f"rm -f {q(script)}", "exit $rc"])

@@ -13,8 +13,9 @@ from rich.text import Text
 from toolkit import shell
 from toolkit.errors import ToolkitError
 from toolkit.executor import state
+from toolkit.executor.cancel import Interrupted, signals
 from toolkit.executor.cluster import Cluster, HostWork, host_work
-from toolkit.executor.session import Session
+from toolkit.executor.session import Session, Unreachable
 from toolkit.render.run import Recap
 from toolkit.secrets import mask_text
 
@@ -149,6 +150,7 @@ def logs(
 
 def _follow(cluster: Cluster, chosen: dict[str, list[str]], lines: int, console: Console) -> None:
     lock = threading.Lock()
+    ending = threading.Event()  # the streams end because we close them: nothing to report
 
     def stream(session: Session) -> None:
         paths = " ".join(shell.quote(p) for p in chosen[session.name])
@@ -163,15 +165,24 @@ def _follow(cluster: Cluster, chosen: dict[str, list[str]], lines: int, console:
         # Closing the connection does not signal a command without a terminal. Recent GNU tail
         # notices its closed stdout; older ones (coreutils < 8.28) would follow a quiet log
         # forever, so --pid also ends it with its sshd parent.
-        session.run(f"exec tail -n {int(lines)} -F --pid=$PPID {paths} 2>&1", on_line=show)
+        try:
+            session.run(f"exec tail -n {int(lines)} -F --pid=$PPID {paths} 2>&1", on_line=show)
+        except Unreachable as exc:  # keepalives end the stream of a host that went away
+            if not ending.is_set():
+                with lock:
+                    console.print(f"[red]{prefix}{exc}[/]", highlight=False)
 
     threads = [
         threading.Thread(target=stream, args=(s,), daemon=True) for s in cluster.sessions.values()
     ]
     for thread in threads:
         thread.start()
-    try:
-        while any(t.is_alive() for t in threads):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+    # Ctrl-C or SIGTERM ends the follow; closing the connections (the caller) ends each tail.
+    with signals(console):
+        try:
+            while any(t.is_alive() for t in threads):
+                time.sleep(0.5)
+        except Interrupted:
+            console.print("[yellow]stopped following; closing the connections[/]")
+        finally:
+            ending.set()

@@ -71,7 +71,9 @@ class RunRecord:
         return cls(**json.loads(text))
 
 
-def save(record: RunRecord) -> Path:
+def save(record: RunRecord, make_current: bool = True) -> Path:
+    """Write the record; `make_current`: later commands without --run default to it (`down`
+    of an older run must not take that from the live one)."""
     runs = state_dir() / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     path = runs / f"{record.run_id}.json"
@@ -79,7 +81,8 @@ def save(record: RunRecord) -> Path:
     tmp.write_text(record.to_json())
     tmp.chmod(0o600)
     tmp.replace(path)
-    (state_dir() / "current").write_text(record.run_id + "\n")
+    if make_current:
+        (state_dir() / "current").write_text(record.run_id + "\n")
     return path
 
 
@@ -89,8 +92,9 @@ def load(run_id: str | None = None) -> RunRecord:
         pointer = state_dir() / "current"
         if not pointer.is_file():
             raise ToolkitError(
-                f"no current run in {state_dir()}: start one with `toolkit up`, or name the "
-                "inventory (-i) so toolkit can read the run record kept on the hosts"
+                f"no current run in {state_dir()}: start one with `toolkit up`, or name one "
+                "with --run ID; `toolkit down -i INVENTORY` finds a run from the records kept "
+                "on the hosts"
             )
         run_id = pointer.read_text().strip()
     path = state_dir() / "runs" / f"{run_id}.json"
