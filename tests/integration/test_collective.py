@@ -128,8 +128,8 @@ def test_clean_hosts_pass_with_figures(
         assert summary["slowest"]["label"].endswith("cpu0 via eth0)")
     assert "≥ min 1e-06 GB/s" in found["tkt-h1"]["detail"]
     assert any("all-reduce busbw GB/s" in note for note in found["tkt-h1"]["notes"])
-    for workdir in host_workdirs.values():  # made through sudo, so owned by root
-        assert (workdir / ".toolkit-collective").stat().st_uid == 0
+    for host in hosts:  # made through sudo, so owned by root
+        assert (host_workdirs[host.name] / ".toolkit-collective").stat().st_uid == 0
     no_workers_left(host_workdirs)
 
 
