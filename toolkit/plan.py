@@ -124,6 +124,8 @@ class Plan:
     readiness_timeout_s: float
     inventory: str
     notes: list[str] = field(default_factory=list)
+    # The profile's bench.client ("sglang" or "vllm"); None: chosen on the bench host.
+    bench_client: str | None = None
 
     @property
     def hosts(self) -> list[str]:

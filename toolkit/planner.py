@@ -85,6 +85,7 @@ def build_plan(inventory: Inventory, profile: Profile) -> Plan:
         readiness_timeout_s=profile.readiness_timeout_s,
         inventory=inventory.path,
         notes=notes,
+        bench_client=profile.bench.client,
     )
     _check_ports(plan, inventory)
     return plan

@@ -99,7 +99,11 @@ class Router(Strict):
 
 
 class Bench(Strict):
+    # The server's protocol, bench_serving's --backend (vllm: OpenAI completions).
     backend: str = "sglang"
+    # Which client runs: SGLang's bench_serving or `vllm bench serve`; null: the engine's
+    # own client where installed on the bench host, else the other (said in the output).
+    client: Literal["sglang", "vllm"] | None = None
     # Dataset and load shape, as bench_serving flags (without dashes).
     args: dict[str, FlagValue] = {}
     # "model_path": pass --tokenizer with the deployment's model path (the router has no

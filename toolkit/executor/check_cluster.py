@@ -63,7 +63,7 @@ def _host_checks(ctx: Context, work: HostWork, facts: HostFacts) -> list[Finding
     if work.router:
         out.append(rules.package(work, facts, "router", "sglang-router", "runs the router"))
     if work.bench:
-        out.append(rules.package(work, facts, "bench", "sglang", "runs sglang.bench_serving"))
+        out.append(rules.bench_client(plan, work, facts))
     if work.serving:
         out += [
             rules.accelerators(plan, work, facts, rehearse),
