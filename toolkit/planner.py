@@ -49,7 +49,10 @@ ENGINES = {
     # `vllm serve` is vllm's console script for this module.
     "vllm": EngineSpec("vllm.entrypoints.cli.main", ("serve",), ports.VLLM_HTTP, True),
 }
-ROUTER_MODULE = "sglang_router.launch_router"
+# The P/D router per engine. vLLM's P/D needs vllm-router (another CLI and KV connector
+# flags on the servers), which is not planned yet.
+PD_ROUTERS = {"sglang": "sglang_router.launch_router"}
+ROUTER_MODULE = PD_ROUTERS["sglang"]
 BENCH_MODULE = "sglang.bench_serving"
 
 
@@ -230,6 +233,8 @@ def _env(profile: Profile, role: ServerRole, host: Host, mf_store: str | None) -
     if host.nic:
         for name in profile.nic_env:
             env[name] = host.nic
+    for name in profile.host_ip_env:
+        env[name] = host.address
     return env
 
 
@@ -286,10 +291,16 @@ def _plan_router(
     profile: Profile, inventory: Inventory, nodes: list[NodePlan], notes: list[str]
 ) -> ProcessPlan:
     assert profile.router is not None
+    if profile.engine not in PD_ROUTERS:
+        raise PlanError(
+            f"profile {profile.name}: prefill/decode with {profile.engine} needs a router "
+            f"toolkit does not plan yet (it plans {', '.join(PD_ROUTERS)}); use a mixed profile"
+        )
+    module = PD_ROUTERS[profile.engine]
     spec = profile.router
     chosen = inventory.group("router")
     host = chosen[0] if chosen else inventory.hosts[_leaders(nodes, "prefill")[0].host]
-    argv = [host.python, "-m", ROUTER_MODULE, "--pd-disaggregation"]
+    argv = [host.python, "-m", module, "--pd-disaggregation"]
     for leader in _leaders(nodes, "prefill"):
         argv += [
             "--prefill",

