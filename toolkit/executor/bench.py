@@ -274,12 +274,12 @@ class BenchSession:
             (f"{base}/tokenizer.py", (REHEARSAL_DIR / "tokenizer.py").read_text(), "644"),
             (f"{base}/dataset.py", (REHEARSAL_DIR / "dataset.py").read_text(), "644"),
         ]
-        py, q = shlex.quote(self.work.python), shlex.quote
+        py = self.work.python
         script = (
             "set -e\n"
-            f"cd {q(base)}\n"
-            f"{py} tokenizer.py {q(base + '/tokenizer')} >/dev/null\n"
-            f"{py} dataset.py {q(base + '/sharegpt.json')} >/dev/null\n"
+            f"cd {base}\n"
+            f"{py} tokenizer.py {base}/tokenizer >/dev/null\n"
+            f"{py} dataset.py {base}/sharegpt.json >/dev/null\n"
         )
         files.append((f"{base}/prepare.sh", script, "700"))
         ops = [
@@ -292,10 +292,10 @@ class BenchSession:
             },
         ]
         results = self.session.agent(ops)
-        self.recap.add_agent(self.host_name, results, quiet_ok=True)
+        self.recap.add_agent(self.plan.bench.host, results, quiet_ok=True)
         if any(r["status"] == "failed" for r in results):
             raise ToolkitError(
-                f"could not build the rehearsal tokenizer/dataset on {self.host_name} "
+                f"could not build the rehearsal tokenizer/dataset on {self.plan.bench.host} "
                 f"(see {base}/prepare.log); the bench host's Python needs `tokenizers`"
             )
         self.prepared = {"tokenizer": f"{base}/tokenizer", "dataset-path": f"{base}/sharegpt.json"}
