@@ -180,7 +180,7 @@ def compare_command(runs: tuple[Path, ...], slos: tuple[str, ...], out: Path | N
     folder = out or Path("results") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     title = "output tokens/s per card vs tokens/s per user"
     png, page = write_compare_report(folder, series, parsed_slos, title)
-    console.print(f"plot: {png}  report: {page}")
+    console.print(f"plot: {png}  report: {page}", soft_wrap=True, highlight=False)
 
 
 def _result_files(path: Path) -> list[Path]:
