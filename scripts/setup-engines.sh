@@ -83,11 +83,11 @@ build_vllm() {
 }
 
 build_model() {
-  local dir="$root/tiny-llama" want builder="$root/vllm"
-  want=$(stamp_of scripts/engines/tiny_model.py requirements/engines/vllm.txt)
+  local dir="$root/tiny-llama" want builder="$root/sglang"
+  want=$(stamp_of scripts/engines/tiny_model.py requirements/engines/sglang.txt)
   is_ready "$dir" "$want" && return 0
-  # Built with the vLLM venv's transformers/tokenizers (both engine venvs pin the same ones).
-  build_vllm
+  # Built with the SGLang venv's transformers/tokenizers (both engine venvs pin the same ones).
+  build_sglang
   echo "setup-engines: building $dir"
   rm -rf "$dir"
   OMP_NUM_THREADS=1 "$builder/bin/python" scripts/engines/tiny_model.py "$dir"
@@ -98,6 +98,6 @@ case "$what" in
   sglang) build_sglang ;;
   vllm) build_vllm ;;
   model) build_model ;;
-  all) build_sglang; build_vllm; build_model ;;
+  all) build_sglang; build_model; build_vllm ;;
   *) echo "usage: setup-engines.sh [sglang|vllm|model|all]" >&2; exit 2 ;;
 esac
