@@ -8,6 +8,7 @@ readiness wait and an INVALID that does not say why.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -95,10 +96,8 @@ def _wait_for_client(rig: Rig, lines: queue.Queue[str], seen: list[str]) -> None
     """Until the bench client runs on its host (its output has begun)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(queue.Empty):
             seen.append(lines.get(timeout=0.5))
-        except queue.Empty:
-            pass
         if processes(rig.hosts, "benchmark.serving") and any("bench bench on" in s for s in seen):
             return
     pytest.fail("the bench client never started:\n" + "".join(seen))
