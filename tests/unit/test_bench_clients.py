@@ -226,3 +226,16 @@ def test_check_names_the_client_for_a_vllm_plan(
     assert (finding.status, finding.summary) == (status, summary)
     if sglang and not vllm:
         assert "vllm is not installed on the bench host" in finding.detail
+
+
+def test_plan_cards_match_every_recipe() -> None:
+    from tests.unit.test_planner import SHIPPED, plan_for
+    from toolkit.executor.bench import plan_cards
+
+    checked = 0
+    for name in SHIPPED:
+        plan = plan_for(name)
+        if plan.meta["cards"]:  # the CPU smoke profiles state 0
+            assert plan_cards(plan) == plan.meta["cards"], name
+            checked += 1
+    assert checked >= 20
