@@ -98,7 +98,7 @@ def plot_per_card(
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right", fontsize=9)
+        ax.legend(loc="best", fontsize=9)
     ax.set_title(title or "throughput per card vs tokens per user", fontsize=12)
     fig.tight_layout()
     path = Path(path)
@@ -108,6 +108,9 @@ def plot_per_card(
 
 
 def series_label(name: str, results: Sequence[BenchResult]) -> str:
+    """ "a3-1p1d-64k (32 cards)": the profile the results record (else `name`), its cards."""
+    profiles = {str(r.raw["profile"]) for r in results if r.raw.get("profile")}
+    name = profiles.pop() if len(profiles) == 1 else name
     cards = {r.cards for r in results if r.cards}
     return f"{name} ({cards.pop()} cards)" if len(cards) == 1 else name
 

@@ -184,7 +184,10 @@ def compare_command(runs: tuple[Path, ...], slos: tuple[str, ...], out: Path | N
 
 
 def _result_files(path: Path) -> list[Path]:
-    files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
+    """A directory's result files in the order they were written (a sweep's last point last)."""
+    files = [path]
+    if path.is_dir():
+        files = sorted(path.rglob("*.jsonl"), key=lambda f: (f.stat().st_mtime, f.name))
     if not files:
         raise ToolkitError(f"{path}: no .jsonl result inside")
     return files

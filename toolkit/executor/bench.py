@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import shlex
 import signal
 import time
@@ -50,6 +51,7 @@ from toolkit.render.scripts import ScriptOptions, process_script
 
 REHEARSAL_DIR = Path(__file__).resolve().parent.parent / "rehearsal"
 HEALTH_PATH = "/health"
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*:")
 
 
 @dataclass(frozen=True)
@@ -308,17 +310,18 @@ class BenchSession:
     # ------------------------------------------------------------------------------- runs
 
     def flags(self, extra: dict[str, Any]) -> list[str]:
-        """The run's load in bench_serving's flags (the plan's argv after `python -m M`)."""
+        """The run's load in bench_serving's flags (the plan's argv after `python -m M`):
+        the plan's, then what toolkit prepared (tokenizer, dataset file), then the user's."""
         argv = list(self.plan.bench.argv[3:])
+        user = {**self.options.flags, **extra}
         prepared = dict(self.prepared)
-        if self.record.rehearse and flag_value(argv, "dataset-name") not in (
-            "random",
-            "sharegpt",
-            None,
-        ):
+        # A prepared ShareGPT file serves only the datasets that read one (the user's
+        # --set bench.dataset-name may change the plan's).
+        name = user.get("dataset-name", flag_value(argv, "dataset-name"))
+        if name not in ("random", "sharegpt", None):
             prepared.pop("dataset-path", None)
         argv = set_flags(argv, prepared)
-        argv = set_flags(argv, {**self.options.flags, **extra})
+        argv = set_flags(argv, user)
         return set_flags(argv, {"output-file": None, "output-details": None})
 
     def argv(self, extra: dict[str, Any], output: str) -> list[str]:
@@ -351,6 +354,7 @@ class BenchSession:
             highlight=False,
         )
         last: deque[str] = deque(maxlen=3)
+        raised: deque[str] = deque(maxlen=1)  # a traceback's last line says why, when there
 
         def show(progress: dict[str, Any]) -> None:
             line = progress.get("line", "")
@@ -358,6 +362,8 @@ class BenchSession:
                 self.console.print("  " + line, markup=False, highlight=False)
                 if "Error" in line or "error" in line or "failed" in line:
                     last.append(line.strip()[:300])
+                if _EXCEPTION.match(line):
+                    raised.append(line.strip()[:300])
 
         pidfile = f"{base}.pid"
         ops = [
@@ -382,7 +388,7 @@ class BenchSession:
         run_result = next(r for r in results if r["task"].startswith("run "))
         fetched = next((r for r in results if r["task"] == "read_file"), None)
         if run_result["status"] != "ok" or fetched is None or fetched["status"] != "ok":
-            cause = f": {last[-1]}" if last else ""
+            cause = f": {(raised or last)[-1]}" if raised or last else ""
             assert self.client is not None
             raise BenchFailed(
                 f"{self.client.command} failed on {self.host_name} ({run_result['msg']})"
@@ -407,11 +413,15 @@ class BenchSession:
             raise BenchFailed(f"{origin} on {self.host_name} holds no result")
         assert self.client is not None and self.dataset is not None
         extra = {
+            "profile": self.plan.profile,
+            "run_id": self.record.run_id,
             "client": self.client.name,
             "cards": plan_cards(self.plan),
             "dataset_source": self.dataset.note,
             "command": shlex.join(argv[1:]),
         }
+        if requested(flags) is not None:
+            extra["requested"] = requested(flags)
         raw = {**shape(flags), **dict(parsed[-1].raw), **extra}
         return BenchResult.from_dict(raw, requested(flags))
 
