@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from toolkit.bench.clients import (
@@ -13,6 +16,8 @@ from toolkit.bench.clients import (
     vllm_argv,
 )
 from toolkit.bench.datasets import MAX_CORPUS_WORDS, choose_dataset, corpus_for
+from toolkit.bench.results import BenchResult, parse_results
+from toolkit.bench.verdict import Status, evaluate, parse_slos
 from toolkit.executor.check_facts import HostFacts
 from toolkit.executor.check_rules import bench_client
 from toolkit.executor.cluster import host_work
@@ -119,6 +124,10 @@ def test_vllm_command_translates_the_seed_shape() -> None:
         "--tokenizer",
         "/models/m",
         "--ignore-eos",
+        "--percentile-metrics",
+        "ttft,tpot,itl,e2el",
+        "--metric-percentiles",
+        "90,95,99",
         "--save-result",
         "--save-detailed",
         "--result-dir",
@@ -239,3 +248,39 @@ def test_plan_cards_match_every_recipe() -> None:
             assert plan_cards(plan) == plan.meta["cards"], name
             checked += 1
     assert checked >= 20
+
+
+# Result files written by the real clients against the real CPU engines (tests/integration/
+# test_real_bench.py's runs: 4 prompts of 64 in / 16 out, the tiny model; its path shortened).
+REAL = Path(__file__).resolve().parents[1] / "fixtures" / "bench"
+
+
+def test_parses_a_real_vllm_bench_serve_result() -> None:
+    [result] = parse_results((REAL / "vllm_bench_serve_cpu.json").read_text(), requested=4)
+    raw = json.loads((REAL / "vllm_bench_serve_cpu.json").read_text())
+    assert result.source == "vllm" and result.backend == "openai"
+    assert (result.completed, result.requested, result.failed) == (4, 4, 0)
+    assert result.median_tpot_ms == raw["median_tpot_ms"] > 0
+    assert result.median_e2e_latency_ms == raw["median_e2el_ms"] > 0
+    assert result.total_throughput == raw["total_token_throughput"]
+    assert result.metric("p95_ttft_ms") == raw["p95_ttft_ms"]
+    assert result.output_lens == (16, 16, 16, 16)
+    verdict = evaluate(result, parse_slos(["median_tpot_ms<=50"]), expected_output_len=16)
+    assert verdict.status is Status.PASS, verdict.summary
+    # Asked for 17 tokens each, 16 came back: the gate says INVALID.
+    assert evaluate(result, (), expected_output_len=17).status is Status.INVALID
+
+
+def test_parses_a_real_sglang_benchmark_serving_result() -> None:
+    text = (REAL / "sglang_benchmark_serving_cpu.jsonl").read_text()
+    [result] = parse_results(text, requested=4)
+    raw = json.loads(text)
+    assert result.source == "sglang" and result.dataset_name == "random"
+    assert (result.completed, result.failed, result.fixed_output_len) == (4, 0, 16)
+    assert result.median_tpot_ms == raw["median_tpot_ms"] > 0
+    assert result.metric("p95_e2e_latency_ms") == raw["p95_e2e_latency_ms"]
+    verdict = evaluate(result, parse_slos(["median_tpot_ms<=50"]), result.fixed_output_len)
+    assert verdict.status is Status.PASS, verdict.summary
+    with_cards = BenchResult.from_dict({**raw, "cards": 2}, 4)
+    assert with_cards.output_throughput_per_card == raw["output_throughput"] / 2
+    assert with_cards.tokens_per_user == 1000 / raw["median_tpot_ms"]

@@ -163,6 +163,11 @@ def vllm_argv(python: str, flags: list[str], result_dir: str, result_file: str) 
         out += ["--endpoint", "/v1/chat/completions"]
     if "disable-ignore-eos" not in names:
         out.append("--ignore-eos")  # bench_serving's default: every request runs to its length
+    # bench_serving's statistics: E2E latency too, and p90/p95/p99 (vLLM: TTFT/TPOT/ITL, p99).
+    if "percentile-metrics" not in names:
+        out += ["--percentile-metrics", "ttft,tpot,itl,e2el"]
+    if "metric-percentiles" not in names:
+        out += ["--metric-percentiles", "90,95,99"]
     out += ["--save-result", "--save-detailed", "--result-dir", result_dir]
     return [*out, "--result-filename", result_file]
 
