@@ -284,3 +284,12 @@ def test_parses_a_real_sglang_benchmark_serving_result() -> None:
     with_cards = BenchResult.from_dict({**raw, "cards": 2}, 4)
     assert with_cards.output_throughput_per_card == raw["output_throughput"] / 2
     assert with_cards.tokens_per_user == 1000 / raw["median_tpot_ms"]
+
+
+def test_up_may_skip_a_missing_client() -> None:
+    from tests.unit.test_planner import plan_for
+
+    plan = plan_for("b200-glm5-fp8-vllm")
+    work = host_work(plan)[plan.bench.host]
+    finding = bench_client(plan, work, _bench_host_facts(None, None), "`up` does not need it")
+    assert (finding.status, finding.summary) == ("skipped", "no vllm")

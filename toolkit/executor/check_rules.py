@@ -272,8 +272,9 @@ def disk(work: HostWork, facts: HostFacts) -> Finding:
     return Finding(host, "disk", "ok", short_bytes(free), where)
 
 
-def bench_client(plan: Plan, work: HostWork, facts: HostFacts) -> Finding:
-    """Which bench client `toolkit bench` will run on this host, and whether it is there."""
+def bench_client(plan: Plan, work: HostWork, facts: HostFacts, optional: str = "") -> Finding:
+    """Which bench client `toolkit bench` will run on this host, and whether it is there.
+    `optional`: a missing client is skipped with this reason (`up` does not need it)."""
     host = work.name
     if facts.python_missing:
         return Finding(host, "bench", "skipped", "no python", f"{facts.python} is missing")
@@ -284,6 +285,9 @@ def bench_client(plan: Plan, work: HostWork, facts: HostFacts) -> Finding:
         return Finding(
             host, "bench", "ok", f"{choice.name} {choice.version or ''}".strip(), choice.describe()
         )
+    if optional:
+        why = f"{choice.command}: {optional}"
+        return Finding(host, "bench", "skipped", f"no {choice.name}", why)
     return Finding(
         host,
         "bench",
