@@ -41,7 +41,7 @@ from toolkit.bench.results import BenchResult, parse_results
 from toolkit.bench.verdict import SLO, Verdict, evaluate, parse_slos
 from toolkit.errors import ToolkitError
 from toolkit.executor import state
-from toolkit.executor.bench_host import BenchHost, client_wrapper
+from toolkit.executor.bench_host import BenchHost, client_wrapper, stop_after_interrupt
 from toolkit.executor.check_plan import cards_per_node
 from toolkit.executor.cluster import Cluster, file_op, host_work
 from toolkit.executor.session import Session
@@ -427,25 +427,9 @@ class BenchSession:
 
     def _interrupted(self, pidfile: str) -> BenchInterrupted:
         """Stop the client on the host; a second Ctrl-C leaves it and says how to stop it."""
-        host = self.host_name
-        self.console.print(
-            f"[yellow]interrupted:[/] stopping the bench client on {host} "
-            "(Ctrl-C again to leave it running)",
-            highlight=False,
-        )
-        try:
-            answer = self.host.stop(pidfile)
-        except KeyboardInterrupt:
-            return BenchInterrupted(
-                f"left the bench client running on {host}; stop it with: "
-                f"{self._kill_command(pidfile)}  (or `toolkit down` to stop the whole run)"
-            )
-        if not answer.get("stopped"):
-            return BenchInterrupted(
-                f"could not stop the bench client on {host} ({answer.get('detail')}); "
-                f"stop it with: {self._kill_command(pidfile)}"
-            )
-        return BenchInterrupted(f"stopped the bench client on {host} ({answer.get('detail')})")
+        say = lambda text: self.console.print(text, highlight=False)  # noqa: E731
+        kill = self._kill_command(pidfile)
+        return BenchInterrupted(stop_after_interrupt(self.host, pidfile, kill, say))
 
     def _kill_command(self, pidfile: str) -> str:
         kill = f'kill -TERM -- -"$(cat {shlex.quote(pidfile)})"'

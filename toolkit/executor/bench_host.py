@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +78,25 @@ def client_wrapper(pidfile: str, script: str) -> str:
         f"if command -v setsid >/dev/null 2>&1; then exec setsid bash {inner}; fi\n"
         f"exec bash {inner}\n"
     )
+
+
+def stop_after_interrupt(
+    host: BenchHost, pidfile: str, kill: str, say: Callable[[str], None]
+) -> str:
+    """After Ctrl-C: stop the client on the host and say what happened. A second Ctrl-C
+    stops waiting (the stop may still finish on the host, or not if the connection went);
+    the answer then holds `kill`, the command that stops the client."""
+    say(f"interrupted: stopping the bench client on {host.host} (Ctrl-C again to leave it running)")
+    try:
+        answer = host.stop(pidfile)
+    except KeyboardInterrupt:
+        return (
+            f"stopped waiting for the bench client on {host.host} to end; if it still runs, "
+            f"stop it with: {kill}  (or `toolkit down` to stop the whole run)"
+        )
+    if not answer.get("stopped"):
+        return (
+            f"could not stop the bench client on {host.host} ({answer.get('detail')}); "
+            f"stop it with: {kill}"
+        )
+    return f"stopped the bench client on {host.host} ({answer.get('detail')})"
