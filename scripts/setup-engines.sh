@@ -24,8 +24,9 @@ constraints="$root/torch-cpu.txt"
 echo "torch==2.13.0" > "$constraints"
 export PIP_CONSTRAINT="$constraints" PIP_DISABLE_PIP_VERSION_CHECK=1
 
-stamp_of() { # stamp_of FILE... -> one hash over the script and the files that build a part
-  cat "$repo/scripts/setup-engines.sh" "$@" | sha256sum | cut -d' ' -f1
+stamp_of() { # stamp_of RECIPE FILE... -> one hash over a part's recipe and the files it uses
+  # RECIPE names the steps below; change it when a part's steps change (not for comments).
+  { echo "$1"; shift; cat "$@"; } | sha256sum | cut -d' ' -f1
 }
 is_ready() { # is_ready DIR HASH
   [ -f "$1/.ready" ] && [ "$(cat "$1/.ready")" = "$2" ]
@@ -41,7 +42,8 @@ site_of() {
 
 build_sglang() {
   local dir="$root/sglang" want
-  want=$(stamp_of requirements/engines/sglang.txt scripts/engines/sgl_kernel/__init__.py scripts/engines/patch_sglang.py)
+  want=$(stamp_of "sglang torchvision==0.15.2 stub patch mooncake" requirements/engines/sglang.txt \
+    scripts/engines/sgl_kernel/__init__.py scripts/engines/patch_sglang.py)
   is_ready "$dir" "$want" && return 0
   # mooncake's transfer engine (the mooncake_tcp P/D backend) links libibverbs.so.1.
   if ! ldconfig -p | grep -q 'libibverbs\.so\.1 '; then
@@ -67,7 +69,7 @@ build_sglang() {
 
 build_vllm() {
   local dir="$root/vllm" want site
-  want=$(stamp_of requirements/engines/vllm.txt)
+  want=$(stamp_of "vllm metadata-shim" requirements/engines/vllm.txt)
   is_ready "$dir" "$want" && return 0
   echo "setup-engines: building $dir"
   fresh_venv "$dir"
@@ -84,7 +86,7 @@ build_vllm() {
 
 build_model() {
   local dir="$root/tiny-llama" want builder="$root/sglang"
-  want=$(stamp_of scripts/engines/tiny_model.py requirements/engines/sglang.txt)
+  want=$(stamp_of "model" scripts/engines/tiny_model.py requirements/engines/sglang.txt)
   is_ready "$dir" "$want" && return 0
   # Built with the SGLang venv's transformers/tokenizers (both engine venvs pin the same ones).
   build_sglang

