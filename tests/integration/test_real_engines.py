@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from netns import TestCluster, TestHost
-from toolkit_cli import kill_leftovers, run_processes, toolkit
+from toolkit_cli import kill_leftovers, toolkit
 
 pytestmark = pytest.mark.integration
 
@@ -117,15 +117,20 @@ def listeners(host: TestHost) -> dict[int, str]:
 
 
 def engine_processes(hosts: list[TestHost]) -> dict[int, str]:
-    """PID → command line of every process toolkit started on these hosts, children included
-    (they inherit the TOOLKIT_HOST tag)."""
+    """PID → command line of every process in the hosts' network namespaces but sshd's. Not
+    found by toolkit's run tags: SGLang's children overwrite their environment's memory
+    (setproctitle), so a tag search misses the scheduler and the detokenizer."""
     found = {}
-    for pid in run_processes(hosts):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        found[pid] = argv[:120]
+    for host in hosts:
+        listed = subprocess.run(["ip", "netns", "pids", host.netns], capture_output=True, text=True)
+        for pid in map(int, listed.stdout.split()):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm != "sshd" and not argv.startswith("sshd"):
+                found[pid] = f"{host.name} {comm}: {argv[:100]}"
     return found
 
 
@@ -156,9 +161,7 @@ def test_sglang_pd_up_bench_status_logs_down(
     up_s = time.monotonic() - started
     assert up.returncode == 0, up.stdout + up.stderr
     # The smoke answer came through the real router from the real decode server.
-    assert re.search(
-        rf"READY — \S+:30080 on {h1.name} answered: '.+'", up.stdout
-    ), up.stdout
+    assert re.search(rf"READY — \S+:30080 on {h1.name} answered: '.+'", up.stdout), up.stdout
     procs = engine_processes(rig.hosts)
     ports = {h.name: listeners(h) for h in rig.hosts}
     report(
