@@ -222,7 +222,7 @@ def test_sglang_pd_up_bench_status_logs_down(
 
 
 def test_sglang_rejects_a_misspelt_flag_and_up_shows_its_error(
-    rig: Cluster, sglang_python: Path
+    rig: Cluster, sglang_python: Path, pytestconfig: pytest.Config
 ) -> None:
     h1 = rig.hosts[0]
     inventory = str(rig.write({"mixed": [h1]}, sglang_python))
@@ -239,6 +239,7 @@ def test_sglang_rejects_a_misspelt_flag_and_up_shows_its_error(
         "roles.mixed.args.max-total-tokenz=4096",
     )
     elapsed = time.monotonic() - started
+    report(pytestconfig, f"sglang misspelt flag: up failed after {elapsed:.0f} s")
     assert up.returncode != 0, up.stdout
     # argparse's own words, from the engine's log in the failure panel.
     assert "unrecognized arguments: --max-total-tokenz" in up.stdout, up.stdout
