@@ -150,6 +150,24 @@ def engine_processes(hosts: list[TestHost]) -> dict[int, str]:
     return found
 
 
+def leftovers(hosts: list[TestHost], within: float = 20) -> dict[int, str]:
+    """`engine_processes` once they are gone, or what is still there after `within` seconds:
+    toolkit's agent on a host exits when it reads the end of its SSH stdin, a moment after
+    the CLI has returned."""
+    deadline = time.monotonic() + within
+    while (found := engine_processes(hosts)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return found
+
+
+def readiness(up_stdout: str) -> str:
+    """The live view's state changes (`decode0.0  loading  145.3 s`), as one line."""
+    states = re.findall(
+        r"^\s+(\S+)\s+(starting|loading|ready|failed)\s+([\d.]+ s)", up_stdout, re.M
+    )
+    return ", ".join(" ".join(s) for s in states)
+
+
 def report(pytestconfig: pytest.Config, text: str) -> None:
     """A line in the test output even when the test passes (versions, timings, processes)."""
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
@@ -182,7 +200,8 @@ def test_sglang_pd_up_bench_status_logs_down(
     ports = {h.name: listeners(h) for h in rig.hosts}
     report(
         pytestconfig,
-        f"sglang P/D: up {up_s:.0f} s; processes {sorted(procs.values())}; listeners {ports}",
+        f"sglang P/D: up {up_s:.0f} s ({readiness(up.stdout)}); "
+        f"processes {sorted(procs.values())}; listeners {ports}",
     )
     assert {30000, 8998, 30080}.issubset(ports[h1.name]) and 30001 in ports[h2.name]
     # A real SGLang server forks a scheduler and a detokenizer: more than one process per node.
@@ -216,7 +235,7 @@ def test_sglang_pd_up_bench_status_logs_down(
     down = rig("down")
     report(pytestconfig, f"sglang P/D: down {time.monotonic() - started:.1f} s")
     assert down.returncode == 0, down.stdout + down.stderr
-    assert not engine_processes(rig.hosts)
+    assert not leftovers(rig.hosts)
     for host in rig.hosts:
         assert not listeners(host), (host.name, listeners(host))
 
@@ -244,7 +263,7 @@ def test_sglang_rejects_a_misspelt_flag_and_up_shows_its_error(
     # argparse's own words, from the engine's log in the failure panel.
     assert "unrecognized arguments: --max-total-tokenz" in up.stdout, up.stdout
     assert elapsed < 120, f"a rejected flag took {elapsed:.0f} s to fail"
-    assert not engine_processes(rig.hosts)
+    assert not leftovers(rig.hosts)
 
 
 def test_vllm_up_status_down(rig: Cluster, vllm_python: Path, pytestconfig: pytest.Config) -> None:
@@ -266,7 +285,8 @@ def test_vllm_up_status_down(rig: Cluster, vllm_python: Path, pytestconfig: pyte
     ports = listeners(h1)
     report(
         pytestconfig,
-        f"vllm: up {up_s:.0f} s; processes {sorted(procs.values())}; listeners {ports}",
+        f"vllm: up {up_s:.0f} s ({readiness(up.stdout)}); "
+        f"processes {sorted(procs.values())}; listeners {ports}",
     )
     assert 8000 in ports
     # vLLM's API server runs the model in a separate engine core process.
@@ -280,5 +300,5 @@ def test_vllm_up_status_down(rig: Cluster, vllm_python: Path, pytestconfig: pyte
     down = rig("down")
     report(pytestconfig, f"vllm: down {time.monotonic() - started:.1f} s")
     assert down.returncode == 0, down.stdout + down.stderr
-    assert not engine_processes(rig.hosts)
+    assert not leftovers(rig.hosts)
     assert not listeners(h1), listeners(h1)
