@@ -16,23 +16,13 @@ import re
 from pathlib import Path
 
 import pytest
-from test_real_engines import (  # noqa: F401 (engines, rig: fixtures shared with those tests)
-    MODEL,
-    SGLANG_PYTHON,
-    VLLM_PYTHON,
-    Cluster,
-    engines,
-    rig,
-)
+import test_real_engines as real
+from test_real_engines import MODEL, Cluster
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def cluster(request: pytest.FixtureRequest) -> Cluster:
-    """test_real_engines' rig: namespace hosts on an engine venv, `down` and a check after."""
-    return request.getfixturevalue("rig")
-
+# The real-engine tests' fixtures: each engine's venv python (skipped, or failed in CI, when
+# not built) and the rig of namespace hosts, with `down` and a leftover check after each test.
+rig, sglang_python, vllm_python = real.rig, real.sglang_python, real.vllm_python
 
 # The seeds' shape (dataset random, fixed lengths), sized for the tiny model's 512 tokens.
 SEED_SHAPE = (
@@ -61,9 +51,10 @@ def _has(python: Path, module: str) -> bool:
     return (site / module).is_dir()
 
 
-def test_vllm_host_benches_with_vllms_own_client(cluster: Cluster) -> None:
-    assert not _has(VLLM_PYTHON, "sglang")  # the point: nothing of SGLang on this host
-    inventory = str(cluster.write({"mixed": cluster.hosts[:1]}, VLLM_PYTHON))
+def test_vllm_host_benches_with_vllms_own_client(rig: Cluster, vllm_python: Path) -> None:
+    cluster = rig
+    assert not _has(vllm_python, "sglang")  # the point: nothing of SGLang on this host
+    inventory = str(cluster.write({"mixed": cluster.hosts[:1]}, vllm_python))
     up = cluster("up", "-p", "cpu-vllm", "-i", inventory, "--skip-check")
     assert up.returncode == 0, up.stdout + up.stderr
 
@@ -83,8 +74,9 @@ def test_vllm_host_benches_with_vllms_own_client(cluster: Cluster) -> None:
     assert result["median_e2el_ms"] > 0 and "p95_ttft_ms" in result  # bench_serving's stats
 
 
-def test_sglang_host_benches_random_offline(cluster: Cluster) -> None:
-    inventory = str(cluster.write({"mixed": cluster.hosts[:1]}, SGLANG_PYTHON))
+def test_sglang_host_benches_random_offline(rig: Cluster, sglang_python: Path) -> None:
+    cluster = rig
+    inventory = str(cluster.write({"mixed": cluster.hosts[:1]}, sglang_python))
     up = cluster("up", "-p", "cpu-sglang", "-i", inventory, "--skip-check")
     assert up.returncode == 0, up.stdout + up.stderr
 
