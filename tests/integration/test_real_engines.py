@@ -316,11 +316,15 @@ def test_vllm_data_parallel_head_and_headless_up_down(
     # The head answers only once the headless engine on the other host has joined it.
     assert re.search(rf"READY — .*:8000 on {h1.name} answered: '.+'", up.stdout), up.stdout
     procs = engine_processes(rig.hosts)
+    ports = {h.name: sorted(listeners(h).items()) for h in rig.hosts}
     report(
-        pytestconfig, f"vllm DP: up {up_s:.0f} s ({readiness(up.stdout)}); {len(procs)} processes"
+        pytestconfig,
+        f"vllm DP: up {up_s:.0f} s ({readiness(up.stdout)}); {len(procs)} processes; "
+        f"listeners {ports}",
     )
     assert any(p.startswith(f"{h2.name} VLLM::") for p in procs.values()), procs
-    assert 13345 in listeners(h1) and 8000 not in listeners(h2)
+    # The handshake port (13345) serves the start-up only; the headless host has no API.
+    assert 8000 in listeners(h1) and 8000 not in listeners(h2)
 
     down = rig("down")
     assert down.returncode == 0, down.stdout + down.stderr
