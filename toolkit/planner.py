@@ -147,8 +147,6 @@ def _plan_role(
     inventory: Inventory,
 ) -> list[NodePlan]:
     engine = ENGINES[profile.engine]
-    if profile.engine == "vllm" and role.nnodes > 1:
-        raise PlanError(f"profile {profile.name}: multi-node vLLM is not supported yet")
     port = role.port or engine.default_port
     nodes = []
     for index, host in enumerate(hosts):
@@ -163,7 +161,14 @@ def _plan_role(
             topology += ["--host", bind]
         if role.port is not None:
             topology += ["--port", str(role.port)]
-        if role.nnodes > 1:
+        if role.nnodes > 1 and profile.engine == "vllm":
+            assert role.dist_init_port is not None  # the schema guarantees it
+            topology += vllm_data_parallel(rank, role.nnodes, leader.address, role.dist_init_port)
+            if rank == 0:
+                listen["dist_init"] = role.dist_init_port
+            else:
+                del listen["http"]  # a headless engine serves no HTTP
+        elif role.nnodes > 1:
             assert role.dist_init_port is not None  # the schema guarantees it
             topology += ["--dist-init-addr", host_port(leader.address, role.dist_init_port)]
             if rank == 0:
@@ -174,7 +179,7 @@ def _plan_role(
             topology += ["--disaggregation-bootstrap-port", str(bootstrap)]
             if rank == 0:
                 listen["bootstrap"] = bootstrap
-        if role.nnodes > 1 or role.rank_flags == "always":
+        if profile.engine == "sglang" and (role.nnodes > 1 or role.rank_flags == "always"):
             topology += ["--node-rank", str(rank), "--nnodes", str(role.nnodes)]
         model = _model_path(host, profile, inventory)
         head = [host.python, "-m", engine.module, *engine.subcommand]
@@ -207,6 +212,27 @@ def _plan_role(
             )
         )
     return nodes
+
+
+def vllm_data_parallel(rank: int, nnodes: int, head: str, rpc_port: int) -> list[str]:
+    """vLLM over several nodes: one data-parallel rank per node. Rank 0 is the head (API
+    server and its engine); the others run `--headless` engines that join the head's
+    coordinator at --data-parallel-address:--data-parallel-rpc-port (the role's
+    dist_init_port). Example, 2 nodes, head 10.0.0.1, port 13345: rank 1 gets `--headless
+    --data-parallel-start-rank 1 --data-parallel-size 2 --data-parallel-size-local 1
+    --data-parallel-address 10.0.0.1 --data-parallel-rpc-port 13345`."""
+    flags = ["--headless", "--data-parallel-start-rank", str(rank)] if rank else []
+    return [
+        *flags,
+        "--data-parallel-size",
+        str(nnodes),
+        "--data-parallel-size-local",
+        "1",
+        "--data-parallel-address",
+        head,
+        "--data-parallel-rpc-port",
+        str(rpc_port),
+    ]
 
 
 def engine_default_bind(engine: str) -> str:

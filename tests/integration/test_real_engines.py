@@ -302,3 +302,32 @@ def test_vllm_up_status_down(rig: Cluster, vllm_python: Path, pytestconfig: pyte
     assert down.returncode == 0, down.stdout + down.stderr
     assert not leftovers(rig.hosts)
     assert not listeners(h1), listeners(h1)
+
+
+def test_vllm_data_parallel_head_and_headless_up_down(
+    rig: Cluster, vllm_python: Path, pytestconfig: pytest.Config
+) -> None:
+    h1, h2 = rig.hosts
+    inventory = str(rig.write({"mixed": [h1, h2]}, vllm_python))
+    started = time.monotonic()
+    up = rig("up", "-p", "cpu-vllm-dp", "-i", inventory, "--skip-check")
+    up_s = time.monotonic() - started
+    assert up.returncode == 0, up.stdout + up.stderr
+    # The head answers only once the headless engine on the other host has joined it.
+    assert re.search(rf"READY — .*:8000 on {h1.name} answered: '.+'", up.stdout), up.stdout
+    procs = engine_processes(rig.hosts)
+    ports = {h.name: sorted(listeners(h).items()) for h in rig.hosts}
+    report(
+        pytestconfig,
+        f"vllm DP: up {up_s:.0f} s ({readiness(up.stdout)}); {len(procs)} processes; "
+        f"listeners {ports}",
+    )
+    assert any(p.startswith(f"{h2.name} VLLM::") for p in procs.values()), procs
+    # The handshake port (13345) serves the start-up only; the headless host has no API.
+    assert 8000 in listeners(h1) and 8000 not in listeners(h2)
+
+    down = rig("down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not leftovers(rig.hosts)
+    for host in rig.hosts:
+        assert not listeners(host), (host.name, listeners(host))

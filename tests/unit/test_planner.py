@@ -49,7 +49,10 @@ def test_topology_invariants_hold_for_every_profile(name: str) -> None:
             leader = next(n for n in nodes if n.host == node.leader)
             assert leader.is_leader and leader.instance == node.instance
             assert node.node_rank == nodes.index(node) % role.nnodes
-            if role.nnodes > 1:
+            if role.nnodes > 1 and profile.engine == "vllm":  # data parallel, see below
+                i = node.argv.index("--data-parallel-address")
+                assert node.argv[i + 1] == leader.address
+            elif role.nnodes > 1:
                 i = node.argv.index("--dist-init-addr")
                 assert node.argv[i + 1] == f"{leader.address}:{role.dist_init_port}"
                 assert node.argv[node.argv.index("--node-rank") + 1] == str(node.node_rank)
@@ -215,3 +218,17 @@ def test_vllm_pd_is_refused_until_its_router_is_planned() -> None:
 def test_zero_cards_only_on_cpu() -> None:
     with pytest.raises(ProfileError, match=r"meta.cards is 0 exactly when platform is cpu"):
         load_profile("cpu-sglang", ("platform=cuda",))
+
+
+def test_vllm_over_two_nodes_is_a_head_and_a_headless_engine() -> None:
+    plan = plan_for("cpu-vllm-dp")
+    head, headless = plan.nodes
+    dp = ["--data-parallel-size", "2", "--data-parallel-size-local", "1"]
+    dp += ["--data-parallel-address", head.address, "--data-parallel-rpc-port", "13345"]
+    assert " ".join(dp) in " ".join(head.argv)
+    assert "--headless" not in head.argv and head.listen == {"http": 8000, "dist_init": 13345}
+    joined = " ".join(headless.argv)
+    assert "--headless --data-parallel-start-rank 1 " + " ".join(dp) in joined
+    assert headless.listen == {}  # no HTTP server, no rendezvous of its own
+    assert "--node-rank" not in joined and "--dist-init-addr" not in joined
+    assert plan.endpoint.host == head.host

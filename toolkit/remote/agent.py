@@ -392,6 +392,8 @@ def _state(target, started):
     pid = read_pid(target["pidfile"])
     if pid is None or not alive(pid):
         return "failed"
+    if target.get("url") is None:
+        return "ready"  # no HTTP to ask (a vLLM headless engine): alive is all there is
     # A refused connection means the port is not open yet: the request itself tells
     # "starting" from "loading", with no separate look at the listening sockets.
     status = http_status(target["url"], timeout=2.0)
