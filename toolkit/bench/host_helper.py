@@ -172,6 +172,21 @@ def alive(pid):
         return False
 
 
+def running(pgid):
+    """Is any live (not zombie) process left in the client's process group (or the client)?"""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as fh:
+                fields = fh.read().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and (int(entry) == pgid or int(fields[2]) == pgid):
+            return True
+    return False
+
+
 def stop(pidfile, grace):
     """TERM the client's process group, KILL what is left after `grace` seconds."""
     try:
@@ -189,9 +204,9 @@ def stop(pidfile, grace):
         with contextlib.suppress(OSError):
             os.kill(pid, sig)
         deadline = time.time() + (grace if sig == signal.SIGTERM else 2)
-        while time.time() < deadline and alive(pid):
+        while time.time() < deadline and running(pid):
             time.sleep(0.05)
-        if not alive(pid):
+        if not running(pid):
             how = "SIGTERM" if sig == signal.SIGTERM else "SIGKILL"
             say({"stopped": True, "pid": pid, "detail": "stopped with " + how})
             return

@@ -139,7 +139,9 @@ def endpoint_url(flags: list[str], path: str) -> str:
 def plan_cards(plan: Plan) -> int:
     """The accelerator cards the plan's nodes take, summed: ranks, over two on Atlas A3, whose
     cards carry two chips that each take a rank (1P1D on 64 chips is the recipes' 32 cards).
-    A CPU node counts as one."""
+    A CPU node (no accelerator) counts as one, so a CPU run still has a per-node view."""
+    if plan.platform == "cpu":
+        return len(plan.nodes)
     ranks = sum(cards_per_node(plan, node) for node in plan.nodes)
     a3 = plan.platform == "ascend" and "A3" in str(plan.meta.get("hardware", ""))
     return max(1, math.ceil(ranks / 2)) if a3 else ranks
