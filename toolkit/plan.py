@@ -125,6 +125,8 @@ class Plan:
     inventory: str
     notes: list[str] = field(default_factory=list)
     collective: dict[str, Any] = field(default_factory=dict)  # the profile's `collective`
+    # The profile's bench.client ("sglang" or "vllm"); None: chosen on the bench host.
+    bench_client: str | None = None
 
     @property
     def hosts(self) -> list[str]:

@@ -50,7 +50,10 @@ ENGINES = {
     # `vllm serve` is vllm's console script for this module.
     "vllm": EngineSpec("vllm.entrypoints.cli.main", ("serve",), ports.VLLM_HTTP, True),
 }
-ROUTER_MODULE = "sglang_router.launch_router"
+# The P/D router per engine. vLLM's P/D needs vllm-router (another CLI and KV connector
+# flags on the servers), which is not planned yet.
+PD_ROUTERS = {"sglang": "sglang_router.launch_router"}
+ROUTER_MODULE = PD_ROUTERS["sglang"]
 BENCH_MODULE = "sglang.bench_serving"
 
 
@@ -87,6 +90,7 @@ def build_plan(inventory: Inventory, profile: Profile) -> Plan:
         collective=profile.collective.model_dump(),
         inventory=inventory.path,
         notes=notes,
+        bench_client=profile.bench.client,
     )
     _check_ports(plan, inventory)
     return plan
@@ -145,8 +149,6 @@ def _plan_role(
     inventory: Inventory,
 ) -> list[NodePlan]:
     engine = ENGINES[profile.engine]
-    if profile.engine == "vllm" and role.nnodes > 1:
-        raise PlanError(f"profile {profile.name}: multi-node vLLM is not supported yet")
     port = role.port or engine.default_port
     nodes = []
     for index, host in enumerate(hosts):
@@ -161,7 +163,14 @@ def _plan_role(
             topology += ["--host", bind]
         if role.port is not None:
             topology += ["--port", str(role.port)]
-        if role.nnodes > 1:
+        if role.nnodes > 1 and profile.engine == "vllm":
+            assert role.dist_init_port is not None  # the schema guarantees it
+            topology += vllm_data_parallel(rank, role.nnodes, leader.address, role.dist_init_port)
+            if rank == 0:
+                listen["dist_init"] = role.dist_init_port
+            else:
+                del listen["http"]  # a headless engine serves no HTTP
+        elif role.nnodes > 1:
             assert role.dist_init_port is not None  # the schema guarantees it
             topology += ["--dist-init-addr", host_port(leader.address, role.dist_init_port)]
             if rank == 0:
@@ -172,7 +181,7 @@ def _plan_role(
             topology += ["--disaggregation-bootstrap-port", str(bootstrap)]
             if rank == 0:
                 listen["bootstrap"] = bootstrap
-        if role.nnodes > 1 or role.rank_flags == "always":
+        if profile.engine == "sglang" and (role.nnodes > 1 or role.rank_flags == "always"):
             topology += ["--node-rank", str(rank), "--nnodes", str(role.nnodes)]
         model = _model_path(host, profile, inventory)
         # Secret flags the engine also reads from its environment go there, not into argv.
@@ -209,6 +218,27 @@ def _plan_role(
     return nodes
 
 
+def vllm_data_parallel(rank: int, nnodes: int, head: str, rpc_port: int) -> list[str]:
+    """vLLM over several nodes: one data-parallel rank per node. Rank 0 is the head (API
+    server and its engine); the others run `--headless` engines that join the head's
+    coordinator at --data-parallel-address:--data-parallel-rpc-port (the role's
+    dist_init_port). Example, 2 nodes, head 10.0.0.1, port 13345: rank 1 gets `--headless
+    --data-parallel-start-rank 1 --data-parallel-size 2 --data-parallel-size-local 1
+    --data-parallel-address 10.0.0.1 --data-parallel-rpc-port 13345`."""
+    flags = ["--headless", "--data-parallel-start-rank", str(rank)] if rank else []
+    return [
+        *flags,
+        "--data-parallel-size",
+        str(nnodes),
+        "--data-parallel-size-local",
+        "1",
+        "--data-parallel-address",
+        head,
+        "--data-parallel-rpc-port",
+        str(rpc_port),
+    ]
+
+
 def engine_default_bind(engine: str) -> str:
     """Where an engine listens without --host: sglang on loopback, vLLM everywhere."""
     return "127.0.0.1" if engine == "sglang" else "0.0.0.0"
@@ -233,6 +263,8 @@ def _env(profile: Profile, role: ServerRole, host: Host, mf_store: str | None) -
     if host.nic:
         for name in profile.nic_env:
             env[name] = host.nic
+    for name in profile.host_ip_env:
+        env[name] = host.address
     return env
 
 
@@ -289,10 +321,16 @@ def _plan_router(
     profile: Profile, inventory: Inventory, nodes: list[NodePlan], notes: list[str]
 ) -> ProcessPlan:
     assert profile.router is not None
+    if profile.engine not in PD_ROUTERS:
+        raise PlanError(
+            f"profile {profile.name}: prefill/decode with {profile.engine} needs a router "
+            f"toolkit does not plan yet (it plans {', '.join(PD_ROUTERS)}); use a mixed profile"
+        )
+    module = PD_ROUTERS[profile.engine]
     spec = profile.router
     chosen = inventory.group("router")
     host = chosen[0] if chosen else inventory.hosts[_leaders(nodes, "prefill")[0].host]
-    argv = [host.python, "-m", ROUTER_MODULE, "--pd-disaggregation"]
+    argv = [host.python, "-m", module, "--pd-disaggregation"]
     for leader in _leaders(nodes, "prefill"):
         argv += [
             "--prefill",

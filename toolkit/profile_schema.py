@@ -51,7 +51,8 @@ class Meta(Strict):
     title: str
     model: str
     hardware: str
-    cards: int = Field(ge=1)
+    # 0 for a CPU profile (platform cpu): no accelerator is counted.
+    cards: int = Field(ge=0)
     mode: Literal["pd", "mixed"]
     dataset: str
     quantization: str | None = None
@@ -107,7 +108,11 @@ class Router(Strict):
 
 
 class Bench(Strict):
+    # The server's protocol, bench_serving's --backend (vllm: OpenAI completions).
     backend: str = "sglang"
+    # Which client runs: SGLang's bench_serving or `vllm bench serve`; null: the engine's
+    # own client where installed on the bench host, else the other (said in the output).
+    client: Literal["sglang", "vllm"] | None = None
     # Dataset and load shape, as bench_serving flags (without dashes).
     args: dict[str, FlagValue] = {}
     # "model_path": pass --tokenizer with the deployment's model path (the router has no
@@ -156,7 +161,8 @@ class Profile(Strict):
     name: str
     meta: Meta
     engine: Literal["sglang", "vllm"]
-    platform: Literal["ascend", "cuda"]
+    # cpu: the engines' CPU builds (smoke tests of a cluster's wiring, no accelerator).
+    platform: Literal["ascend", "cuda", "cpu"]
     model_path: str | None = None
     # The spelling of the model flag (recipes use --model-path or --model); vLLM takes the
     # model as a positional argument after `serve`.
@@ -167,6 +173,10 @@ class Profile(Strict):
     env: dict[EnvName, Scalar | None] = {}
     # Environment variables set to the node's network interface (from `nic`).
     nic_env: list[EnvName] = []
+    # Environment variables set to the node's own address (SGLANG_HOST_IP, VLLM_HOST_IP): the
+    # address an engine advertises to its peers (KV bootstrap, mooncake, vLLM's RPC). Unset,
+    # an engine guesses from the host's interfaces and may pick one its peers cannot reach.
+    host_ip_env: list[EnvName] = []
     # Ascend PD: ASCEND_MF_STORE_URL=tcp://<first prefill leader>:<port> on every node.
     mf_store_port: int | None = Field(None, ge=1, le=65535)
     roles: dict[Literal["prefill", "decode", "mixed"], ServerRole]
@@ -187,6 +197,8 @@ class Profile(Strict):
                 raise ValueError("a pd profile needs a router section")
         elif roles != {"mixed"}:
             raise ValueError("a mixed profile has exactly one role: mixed")
+        if (self.meta.cards == 0) != (self.platform == "cpu"):
+            raise ValueError("meta.cards is 0 exactly when platform is cpu")
         for name, role in self.roles.items():
             if role.nnodes > 1 and role.dist_init_port is None:
                 raise ValueError(

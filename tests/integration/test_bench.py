@@ -94,7 +94,8 @@ def test_pass_with_metrics_matching_the_engine_timing_then_a_sweep(run: Run) -> 
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", header[16:24])
     assert width >= 600 and height >= 400
-    assert (report.parent / "report.html").read_text().count("data:image/png;base64,") == 1
+    assert (report.parent / "report.html").read_text().count("data:image/png;base64,") == 2
+    assert (report.parent / "per-card.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_fail_when_the_engine_is_slower_than_the_target(run: Run) -> None:

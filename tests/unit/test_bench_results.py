@@ -170,7 +170,9 @@ def test_vllm_result_is_read_with_its_own_names() -> None:
 
 
 def test_metric_names_cover_the_jsonl_key_list() -> None:
-    assert len(METRIC_NAMES) == 37
+    # bench_serving's 37 keys, then toolkit's two derived ones (per card, per user).
+    assert len(METRIC_NAMES) == 39
+    assert METRIC_NAMES[-2:] == ("output_throughput_per_card", "tokens_per_user")
     assert "p95_itl_ms" in METRIC_NAMES and "max_itl_ms" not in METRIC_NAMES
 
 

@@ -30,8 +30,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _results() -> list[BenchResult]:
-    """The sweep runs, with num_prompts = max(16, 4 × concurrency) as the generator used."""
+    """The sweep runs, with num_prompts = max(16, 4 × concurrency) as the generator used, on
+    the seed's 8 GPUs."""
     runs = load_results(FIXTURES / "sweep_glm5_b200.jsonl")
+    runs = [dataclasses.replace(r, cards=8) for r in runs]
     return [r.with_requested(max(16, 4 * (r.max_concurrency or 0))) for r in runs]
 
 
@@ -192,17 +194,20 @@ def test_report_markdown_and_html(tmp_path: Path) -> None:
         "| SLO | median TPOT ≤ 50 ms |",
         "| Dataset | random, 2048 in / 512 out, range ratio 1.0 |",
         "| Hosts | b200-a \\| b200-b |",
-        "| 128 | 512/512 | 2,132 | 3,558 | 52.93 | 569.76 | FAIL |",
-        "| 1024 | 4,093/4,096 | 1,944 | 175,241 | 143.10 | 584.03 | INVALID |",
+        "| 128 | 512/512 | 2,132 | 266.5 | 18.9 | 3,558 | 52.93 | 569.76 | FAIL |",
+        "| 1024 | 4,093/4,096 | 1,944 | 243 | 7 | 175,241 | 143.10 | 584.03 | INVALID |",
         "![max_concurrency sweep](sweep.png)",
+        "![output tokens/s per card against tokens/s per user](per-card.png)",
         "**Saturation point: c=64 (1,456 tok/s), the highest output throughput among runs that "
         "meet median TPOT ≤ 50 ms.**",
         "  - median TPOT 39.9 ms ≤ 50 ms: PASS, 10.1 ms (20.1%) headroom",
     ):
         assert line in md.splitlines(), line
     page = files.html.read_text()
-    [encoded] = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert base64.b64decode(encoded) == files.png.read_bytes()
+    encoded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert files.per_card is not None
+    pngs = [files.png.read_bytes(), files.per_card.read_bytes()]
+    assert [base64.b64decode(data) for data in encoded] == pngs
     assert re.findall(r'src="(?!data:)', page) == []
     assert '<td class="n">2,132</td>' in page
     assert "only 4,093 of 4,096 requests completed (3 failed)" in page
@@ -239,7 +244,8 @@ def test_render_sweep_and_result() -> None:
     [single] = load_results(FIXTURES / "sglang_single.jsonl", requested=64)
     render_result(single, console)
     text = console.export_text()
-    assert re.search(r"│\s+64 \*\s+│\s+256/256\s+│\s+1,456\s+│\s+2,031\s+│\s+39\.94\s+│", text)
+    row = r"│\s+64 \*\s+│\s+256/256\s+│\s+1,456\s+│\s+182\s+│\s+25\s+│\s+2,031\s+│\s+39\.94\s+│"
+    assert re.search(row, text)
     assert "Saturation point: c=64 (1,456 tok/s)" in text
     assert re.search(r"completed / requested\s+64 / 64", text)
     assert re.search(r"accept length\s+2\.31", text)

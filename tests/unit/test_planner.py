@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.errors import PlanError
+from toolkit.errors import PlanError, ProfileError
 from toolkit.inventory import parse_inventory
 from toolkit.plan import Plan
 from toolkit.planner import build_plan
@@ -49,7 +49,10 @@ def test_topology_invariants_hold_for_every_profile(name: str) -> None:
             leader = next(n for n in nodes if n.host == node.leader)
             assert leader.is_leader and leader.instance == node.instance
             assert node.node_rank == nodes.index(node) % role.nnodes
-            if role.nnodes > 1:
+            if role.nnodes > 1 and profile.engine == "vllm":  # data parallel, see below
+                i = node.argv.index("--data-parallel-address")
+                assert node.argv[i + 1] == leader.address
+            elif role.nnodes > 1:
                 i = node.argv.index("--dist-init-addr")
                 assert node.argv[i + 1] == f"{leader.address}:{role.dist_init_port}"
                 assert node.argv[node.argv.index("--node-rank") + 1] == str(node.node_rank)
@@ -188,3 +191,44 @@ all:
 """
     plan = build_plan(parse_inventory(text, "local.yaml"), load_profile("a3-1p1d-64k"))
     assert [n.bind for n in plan.nodes] == ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]
+
+
+def test_cpu_profiles_set_the_engine_host_address_per_node() -> None:
+    plan = plan_for("cpu-sglang-pd")
+    for node in plan.nodes:
+        assert node.env["SGLANG_HOST_IP"] == node.address
+    assert plan.platform == "cpu" and plan.meta["cards"] == 0
+    assert plan.router is not None and plan.router.argv[1:4] == [
+        "-m",
+        "sglang_router.launch_router",
+        "--pd-disaggregation",
+    ]
+    assert "--pd-separated" in plan.bench.argv
+    vllm = plan_for("cpu-vllm").nodes[0]
+    assert vllm.env["VLLM_HOST_IP"] == vllm.address
+    assert vllm.argv[1:5] == ["-m", "vllm.entrypoints.cli.main", "serve", "/models/m"]
+
+
+def test_vllm_pd_is_refused_until_its_router_is_planned() -> None:
+    overrides = ("engine=vllm", "model_flag=null")
+    with pytest.raises(PlanError, match=r"prefill/decode with vllm needs a router"):
+        plan_for("cpu-sglang-pd", overrides=overrides)
+
+
+def test_zero_cards_only_on_cpu() -> None:
+    with pytest.raises(ProfileError, match=r"meta.cards is 0 exactly when platform is cpu"):
+        load_profile("cpu-sglang", ("platform=cuda",))
+
+
+def test_vllm_over_two_nodes_is_a_head_and_a_headless_engine() -> None:
+    plan = plan_for("cpu-vllm-dp")
+    head, headless = plan.nodes
+    dp = ["--data-parallel-size", "2", "--data-parallel-size-local", "1"]
+    dp += ["--data-parallel-address", head.address, "--data-parallel-rpc-port", "13345"]
+    assert " ".join(dp) in " ".join(head.argv)
+    assert "--headless" not in head.argv and head.listen == {"http": 8000, "dist_init": 13345}
+    joined = " ".join(headless.argv)
+    assert "--headless --data-parallel-start-rank 1 " + " ".join(dp) in joined
+    assert headless.listen == {}  # no HTTP server, no rendezvous of its own
+    assert "--node-rank" not in joined and "--dist-init-addr" not in joined
+    assert plan.endpoint.host == head.host

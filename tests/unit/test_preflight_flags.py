@@ -173,6 +173,22 @@ def test_vllm_synthetic_tree():
     ]
 
 
+def test_vllm_032_frontend_args_register_their_own_and_inherited_fields():
+    # vLLM 0.32 moved --host/--port to entrypoints/launchers/cli_args.py, registered by
+    # `FrontendArgs.add_cli_args` looping over get_kwargs(cls); the real parser has 430
+    # option strings, of which this extractor finds 424 (all but -h/--help and four --no-
+    # forms of `bool | None` fields).
+    options = extract_vllm_options(FIXTURES / "vllm_032_tree")
+    assert options.version == "0.32.0"
+    assert sorted(o for a in options.arguments for o in a.options) == [
+        "--api-key",
+        "--disable-uvicorn-access-log",
+        "--host",
+        "--no-disable-uvicorn-access-log",
+        "--port",
+    ]
+
+
 # ------------------------------------------------------------------ seed 003 recipes
 
 

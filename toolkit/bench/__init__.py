@@ -1,12 +1,17 @@
 """Benchmark results, verdicts, sweeps and reports: the pure, SSH-free half of `toolkit bench`.
 
-The executor runs `python -m sglang.bench_serving --output-file F` on the bench host and
-fetches F; everything after that lives here and is tested without a cluster:
+The executor runs a bench client on the bench host (SGLang's bench_serving or `vllm bench
+serve`) and fetches its result file; the choices before and everything after live here and
+are tested without a cluster:
 
+- `clients`: which client runs, its command line (bench_serving's flags translated for vLLM);
+- `datasets`: where the prompts come from (a given file, the hub, or a generated corpus);
+- `host_helper`: the stdlib-only program the bench host runs (facts, corpus, stop);
 - `results`: parse F (bare `Infinity`, NaN, a half-written last line) into `BenchResult`s;
 - `verdict`: the validity gate (lost requests, no tokens, short outputs, errors), then SLOs;
 - `sweep`: "max_concurrency=1,8,16" specs, one verdict per point, the saturation point;
-- `report`: the sweep PNG, Markdown/HTML reports and run-to-run comparisons.
+- `report`: the sweep PNG, Markdown/HTML reports and run-to-run comparisons;
+- `per_card`: output tok/s per card against tok/s per user, one line per run.
 """
 
 from toolkit.bench.results import BenchError, BenchResult, load_results, parse_results

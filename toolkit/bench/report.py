@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from toolkit.bench.per_card import Series, plot_per_card, series_label
 from toolkit.bench.results import (
     BenchResult,
     format_metric,
@@ -35,7 +36,15 @@ if TYPE_CHECKING:
 STATUS_COLORS = {Status.PASS: "#2e7d32", Status.FAIL: "#c62828", Status.INVALID: "#ef8f00"}
 _DEFAULT_LATENCIES = ("median_ttft_ms", "median_tpot_ms")
 _SERIES_COLORS = ("#ef6c00", "#6a1b9a", "#00838f", "#5d4037", "#ad1457")
-SWEEP_COLUMNS = ("Completed", "Output tok/s", "TTFT p50 (ms)", "TPOT p50 (ms)", "ITL p99 (ms)")
+SWEEP_COLUMNS = (
+    "Completed",
+    "Output tok/s",
+    "Tok/s per card",
+    "Tok/s per user",
+    "TTFT p50 (ms)",
+    "TPOT p50 (ms)",
+    "ITL p99 (ms)",
+)
 
 
 _Plotted = tuple[float, BenchResult, Status]
@@ -195,12 +204,15 @@ class ReportFiles:
     markdown: Path
     html: Path
     png: Path | None
+    per_card: Path | None = None
 
 
 def _row_cells(row: SweepRow) -> list[str]:
     return [
         row.completed,
         format_number(row.output_throughput, 0),
+        format_number(row.per_card),
+        format_number(row.per_user),
         format_number(row.median_ttft_ms),
         format_number(row.median_tpot_ms, 2, strip=False),
         format_number(row.p99_itl_ms, 2, strip=False),
@@ -225,13 +237,17 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _markdown(sweep: Sweep, facts: list[tuple[str, str]], png: str | None) -> str:
+def _markdown(
+    sweep: Sweep, facts: list[tuple[str, str]], png: str | None, per_card: str | None
+) -> str:
     name = sweep.spec.variable.replace("_", " ").capitalize()
     lines = [f"# Benchmark report: {_md(facts[0][1])}", "", "| | |", "|---|---|"]
     lines += [f"| {key} | {_md(str(value))} |" for key, value in facts]
     lines += ["", "## Result", "", f"**{sweep.saturation_text()}**", ""]
     if png:
         lines += [f"![{sweep.spec.variable} sweep]({png})", ""]
+    if per_card:
+        lines += [f"![output tokens/s per card against tokens/s per user]({per_card})", ""]
     lines += ["## Sweep", "", f"| {name} | {' | '.join(SWEEP_COLUMNS)} | Verdict |"]
     lines.append("|" + "---:|" * (len(SWEEP_COLUMNS) + 1) + "---|")
     for row in sweep.rows():
@@ -254,7 +270,7 @@ _CSS = (
 )
 
 
-def _html(sweep: Sweep, facts: list[tuple[str, str]], png_bytes: bytes | None) -> str:
+def _html(sweep: Sweep, facts: list[tuple[str, str]], pngs: Sequence[bytes]) -> str:
     esc = html.escape
     name = sweep.spec.variable.replace("_", " ").capitalize()
     out = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8">']
@@ -262,7 +278,7 @@ def _html(sweep: Sweep, facts: list[tuple[str, str]], png_bytes: bytes | None) -
     out += [f"<body><h1>Benchmark report: {esc(facts[0][1])}</h1><table>"]
     out += [f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts]
     out += ["</table><h2>Result</h2>", f"<p><strong>{esc(sweep.saturation_text())}</strong></p>"]
-    if png_bytes:
+    for png_bytes in pngs:
         data = base64.b64encode(png_bytes).decode("ascii")
         out.append(f'<img alt="sweep plot" src="data:image/png;base64,{data}">')
     heads = "".join(f"<th>{esc(h)}</th>" for h in (name, *SWEEP_COLUMNS, "Verdict"))
@@ -299,11 +315,19 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     facts = _header_facts(sweep, profile, run_id, date or datetime.now(timezone.utc), meta or {})
     png = plot_sweep(sweep, out / "sweep.png", profile) if plot else None
+    per_card = None
+    if plot:
+        results = tuple(p.result for p in sweep.points if p.result is not None)
+        label = series_label(profile or str(sweep.spec), results)
+        title = f"{profile}: output tokens/s per card vs tokens/s per user"
+        per_card = plot_per_card([Series(label, results)], sweep.slos, out / "per-card.png", title)
     markdown = out / "report.md"
-    markdown.write_text(_markdown(sweep, facts, png.name if png else None), encoding="utf-8")
+    names = (png.name if png else None, per_card.name if per_card else None)
+    markdown.write_text(_markdown(sweep, facts, *names), encoding="utf-8")
     page = out / "report.html"
-    page.write_text(_html(sweep, facts, png.read_bytes() if png else None), encoding="utf-8")
-    return ReportFiles(markdown, page, png)
+    pngs = [p.read_bytes() for p in (png, per_card) if p is not None]
+    page.write_text(_html(sweep, facts, pngs), encoding="utf-8")
+    return ReportFiles(markdown, page, png, per_card)
 
 
 COMPARE_METRICS = (

@@ -54,9 +54,18 @@ METRIC_NAMES: tuple[str, ...] = (
     "accept_length",
     "max_output_tokens_per_s",
     "max_concurrent_requests",
+    # Derived by toolkit: per card of the deployment, and per user (1000 / median TPOT).
+    "output_throughput_per_card",
+    "tokens_per_user",
 )
 _LATENCY_NAMES = {"e2e_latency": "E2E", "ttft": "TTFT", "tpot": "TPOT", "itl": "ITL"}
-_UNITS = {"request_throughput": "req/s", "duration": "s", "max_output_tokens_per_s": "tok/s"}
+_UNITS = {
+    "request_throughput": "req/s",
+    "duration": "s",
+    "max_output_tokens_per_s": "tok/s",
+    "output_throughput_per_card": "tok/s",
+    "tokens_per_user": "tok/s",
+}
 
 
 def metric_unit(metric: str) -> str:
@@ -165,7 +174,9 @@ class BenchResult:
     backend: str | None = None
     dataset_name: str | None = None
     tag: str | None = None
-    source: str = "sglang"
+    source: str = "sglang"  # the client that measured it: "sglang" or "vllm"
+    # Accelerator cards the deployment used (from the plan), for per-card throughput.
+    cards: int | None = None
     # Per request, only with --output-details; failed requests count 0 tokens and an error.
     output_lens: tuple[int, ...] | None = None
     errors: tuple[str, ...] | None = None
@@ -180,7 +191,9 @@ class BenchResult:
         """
         if "completed" not in raw:
             raise BenchError("not a benchmark result: the key 'completed' is missing")
-        source = "vllm" if "failed" in raw and "num_prompts" in raw else "sglang"
+        source = _str(raw.get("client"))
+        if source is None:
+            source = "vllm" if "failed" in raw and "num_prompts" in raw else "sglang"
         if requested is None:
             requested = _int(raw.get("requested", raw.get("num_prompts")))
         values = {name: _num(raw.get(name)) for name in _FLOAT_FIELDS}
@@ -201,6 +214,20 @@ class BenchResult:
         )
 
     @property
+    def output_throughput_per_card(self) -> float | None:
+        """Output tokens/s divided by the deployment's cards: what compares a 1P1D on 32 cards
+        with a 2P1D on 48."""
+        if self.output_throughput is None or not self.cards:
+            return None
+        return self.output_throughput / self.cards
+
+    @property
+    def tokens_per_user(self) -> float | None:
+        """Interactivity: tokens/s one user sees while decoding, 1000 / median TPOT (ms)."""
+        tpot = self.median_tpot_ms
+        return 1000.0 / tpot if tpot else None
+
+    @property
     def failed(self) -> int | None:
         """Requests asked for but not completed (None when `requested` is unknown)."""
         return None if self.requested is None else max(self.requested - self.completed, 0)
@@ -217,6 +244,8 @@ class BenchResult:
         if name in _FLOAT_FIELDS or name in _INT_FIELDS or name == "completed":
             value = getattr(self, name)
             return None if value is None else float(value)
+        if name in ("output_throughput_per_card", "tokens_per_user"):
+            return getattr(self, name)
         if name not in METRIC_NAMES:
             raise BenchError(f"unknown metric {name!r}")
         alias = name.replace("e2e_latency", "e2el") if self.source == "vllm" else name
@@ -241,6 +270,7 @@ class BenchResult:
 
 
 _INT_FIELDS = (
+    "cards",
     "total_input_tokens",
     "total_output_tokens",
     "max_concurrency",

@@ -106,6 +106,8 @@ class SweepRow:
     value: float
     completed: str
     output_throughput: float | None
+    per_card: float | None
+    per_user: float | None
     median_ttft_ms: float | None
     median_tpot_ms: float | None
     p99_itl_ms: float | None
@@ -146,7 +148,8 @@ class Sweep:
 def _row(point: SweepPoint) -> SweepRow:
     result = point.result
     if result is None:
-        return SweepRow(point.value, "-", None, None, None, None, point.verdict.status, "no run")
+        status = point.verdict.status
+        return SweepRow(point.value, "-", None, None, None, None, None, None, status, "no run")
     done = f"{result.completed:,}" + (f"/{result.requested:,}" if result.requested else "")
     tight = point.verdict.tightest
     if point.verdict.status is Status.INVALID or tight is None:
@@ -157,6 +160,8 @@ def _row(point: SweepPoint) -> SweepRow:
         point.value,
         done,
         result.output_throughput,
+        result.output_throughput_per_card,
+        result.tokens_per_user,
         result.median_ttft_ms,
         result.median_tpot_ms,
         result.p99_itl_ms,

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from toolkit.bench.per_card import Series, series_label, write_compare_report
 from toolkit.bench.report import compare, write_report
 from toolkit.bench.results import BenchResult, load_results
 from toolkit.bench.sweep import SweepSpec, build_sweep
@@ -16,7 +17,13 @@ from toolkit.bench.verdict import Status, parse_slos
 from toolkit.cli.run_options import host_key_option, run_option
 from toolkit.errors import ToolkitError
 from toolkit.executor import state
-from toolkit.executor.bench import BenchFailed, BenchOptions, BenchSession, expected_output_len
+from toolkit.executor.bench import (
+    BenchFailed,
+    BenchInterrupted,
+    BenchOptions,
+    BenchSession,
+    expected_output_len,
+)
 from toolkit.profiles import parse_override
 from toolkit.render.bench import render_comparison, render_result, render_sweep, render_verdict
 
@@ -55,6 +62,12 @@ def _flags(
 @click.option("--dataset-path", help="Offline ShareGPT-format file (on the bench host).")
 @click.option("--tokenizer", help="Tokenizer path on the bench host (default: model path).")
 @click.option("--set", "sets", multiple=True, metavar="bench.FLAG=VALUE", help="Any flag.")
+@click.option(
+    "--client",
+    type=click.Choice(["sglang", "vllm"]),
+    help="Bench client: SGLang's bench_serving or `vllm bench serve` (default: the profile's "
+    "bench.client, else the engine's own client where installed on the bench host).",
+)
 @click.option("--sweep", help="e.g. max_concurrency=1,8,16,32 (or request_rate=...).")
 @click.option(
     "--slo", "slos", multiple=True, help="Override the profile's SLO, e.g. median_tpot_ms<=50."
@@ -73,6 +86,7 @@ def command(
     dataset_path: str | None,
     tokenizer: str | None,
     sets: tuple[str, ...],
+    client: str | None,
     sweep: str | None,
     slos: tuple[str, ...],
     results_dir: Path,
@@ -88,7 +102,22 @@ def command(
         slos=slos,
         results_dir=results_dir,
         accept_new_host_keys=accept_new_host_keys,
+        client=client,
     )
+    try:
+        _bench(record, options, console, sweep, results_dir)
+    except BenchInterrupted as exc:
+        console.print(f"[yellow]{exc}[/]", highlight=False)
+        sys.exit(130)
+
+
+def _bench(
+    record: state.RunRecord,
+    options: BenchOptions,
+    console: Console,
+    sweep: str | None,
+    results_dir: Path,
+) -> None:
     out = results_dir / record.run_id / time.strftime("%Y%m%d-%H%M%S")
     with BenchSession(record, options, console) as bench:
         if sweep is None:
@@ -112,11 +141,12 @@ def command(
                 continue
             render_verdict(run.verdict, console, label=spec.label(value))
             results[value] = run.result
-        expected = expected_output_len(bench.argv({}, ""))
+        expected = expected_output_len(bench.flags({}))
         built = build_sweep(spec, results, bench.slos(), expected)
     render_sweep(built, console)
     files = write_report(out, built, record.plan["profile"], record.run_id)
-    console.print(f"report: {files.markdown}  {files.html}  plot: {files.png}")
+    plots = "  ".join(str(p) for p in (files.png, files.per_card) if p is not None)
+    console.print(f"report: {files.markdown}  {files.html}  plot: {plots}")
     sys.exit(0 if built.saturation is not None else 1)
 
 
@@ -125,22 +155,52 @@ def _number(value: float) -> int | float:
 
 
 @command.command("compare")
-@click.argument("a", type=click.Path(exists=True, path_type=Path))
-@click.argument("b", type=click.Path(exists=True, path_type=Path))
-@click.option("--slo", "slos", multiple=True, help="SLO to judge both, e.g. median_tpot_ms<=50.")
-def compare_command(a: Path, b: Path, slos: tuple[str, ...]) -> None:
-    """Two results (JSONL files or result directories) side by side, with deltas."""
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--slo", "slos", multiple=True, help="SLO to judge by, e.g. median_tpot_ms<=50.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Where the per-card plot and HTML go (default: results/compare-<time>).",
+)
+def compare_command(runs: tuple[Path, ...], slos: tuple[str, ...], out: Path | None) -> None:
+    """Runs (JSONL files or result directories, e.g. two sweeps) compared: A vs B with
+    deltas (last result of each), and every run as one line of output tok/s per card
+    against tok/s per user (PNG and HTML)."""
+    if len(runs) < 2:
+        raise ToolkitError("bench compare takes at least two runs (files or directories)")
     console = Console()
-    first, second = _last_result(a), _last_result(b)
-    comparison = compare(first, second, parse_slos(slos), labels=(a.name, b.name))
+    parsed_slos = parse_slos(slos)
+    a, b = runs[0], runs[1]
+    comparison = compare(_last_result(a), _last_result(b), parsed_slos, labels=(a.name, b.name))
     render_comparison(comparison, console)
+    series = []
+    for path in runs:
+        results = _all_results(path)
+        series.append(Series(series_label(path.name, results), tuple(results)))
+    folder = out or Path("results") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    title = "output tokens/s per card vs tokens/s per user"
+    png, page = write_compare_report(folder, series, parsed_slos, title)
+    console.print(f"plot: {png}  report: {page}", soft_wrap=True, highlight=False)
+
+
+def _result_files(path: Path) -> list[Path]:
+    """A directory's result files in the order they were written (a sweep's last point last)."""
+    files = [path]
+    if path.is_dir():
+        files = sorted(path.rglob("*.jsonl"), key=lambda f: (f.stat().st_mtime, f.name))
+    if not files:
+        raise ToolkitError(f"{path}: no .jsonl result inside")
+    return files
 
 
 def _last_result(path: Path) -> BenchResult:
-    files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
-    if not files:
-        raise ToolkitError(f"{path}: no .jsonl result inside")
+    files = _result_files(path)
     results = load_results(files[-1])
     if not results:
         raise ToolkitError(f"{files[-1]}: no result line")
     return results[-1]
+
+
+def _all_results(path: Path) -> list[BenchResult]:
+    """Every result of a run: each point of a sweep directory, or each line of a file."""
+    return [result for file in _result_files(path) for result in load_results(file)]

@@ -67,9 +67,7 @@ def _host_checks(ctx: Context, work: HostWork, facts: HostFacts) -> list[Finding
         later = (
             "not installed; `up` does not need it, `toolkit bench` will" if ctx.launching else ""
         )
-        out.append(
-            rules.package(work, facts, "bench", "sglang", "runs sglang.bench_serving", later)
-        )
+        out.append(rules.bench_client(plan, work, facts, later))
     if work.serving:
         out += [
             rules.accelerators(plan, work, facts, rehearse),

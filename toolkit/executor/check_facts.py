@@ -22,7 +22,7 @@ CHECKS: dict[str, str] = {
     "python": "the host's python",
     "engine": "engine installed, same version on every serving host",
     "router": "sglang-router on the router host",
-    "bench": "sglang (bench_serving) on the bench host",
+    "bench": "the bench client (sglang or vllm, after the engine) on the bench host",
     "accel": "accelerators vs the profile's need",
     "nic": "NIC exists and holds the host's address",
     "env": "environment scripts (CANN set_env.sh) exist",

@@ -93,8 +93,11 @@ def cards_per_node(plan: Plan, node: NodePlan) -> int:
 
     sglang: tp × pp ranks (DP attention runs inside the TP group; plain `--dp-size`
     without it replicates the TP group dp times). vLLM: tp × pp × dp.
-    Example: A3 prefill tp 4 × pp 8 over 2 nodes → 16 cards (chips) per node.
+    Example: A3 prefill tp 4 × pp 8 over 2 nodes → 16 cards (chips) per node. A cpu
+    profile takes none.
     """
+    if plan.platform == "cpu":
+        return 0
     argv = node.argv
     world = _flag_int(argv, _TP) * _flag_int(argv, _PP)
     dp = _flag_int(argv, _DP)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from toolkit.bench.clients import CLIENTS, choose_client, missing_client_fix
 from toolkit.executor.check_facts import Finding, HostFacts
 from toolkit.executor.check_plan import cards_per_node, is_ip, planned_ports, short_bytes
 from toolkit.executor.cluster import HostWork
@@ -107,6 +108,8 @@ def accelerators(plan: Plan, work: HostWork, facts: HostFacts, rehearse: bool) -
     host = work.name
     if rehearse:
         return Finding(host, "accel", "skipped", "rehearsal", "a rehearsal needs no accelerators")
+    if plan.platform == "cpu":
+        return Finding(host, "accel", "skipped", "cpu", "a cpu profile needs no accelerators")
     tool, key, parse = _TOOLS[plan.platform]
     need = sum(cards_per_node(plan, node) for node in work.nodes)
     section = facts.section(key) or {}
@@ -287,3 +290,30 @@ def disk(work: HostWork, facts: HostFacts) -> Finding:
         fix = "free space there, or set workdir to a larger filesystem in the inventory"
         return Finding(host, "disk", "failed", short_bytes(free), why, fix)
     return Finding(host, "disk", "ok", short_bytes(free), where)
+
+
+def bench_client(plan: Plan, work: HostWork, facts: HostFacts, optional: str = "") -> Finding:
+    """Which bench client `toolkit bench` will run on this host, and whether it is there.
+    `optional`: a missing client is skipped with this reason (`up` does not need it)."""
+    host = work.name
+    if facts.python_missing:
+        return Finding(host, "bench", "skipped", "no python", f"{facts.python} is missing")
+    versions = {name: facts.package(name).get("version") for name in CLIENTS}
+    installed = {name: bool(versions[name] or facts.package(name).get("path")) for name in CLIENTS}
+    choice = choose_client(plan.engine, plan.bench_client, installed, versions)
+    if choice.installed:
+        return Finding(
+            host, "bench", "ok", f"{choice.name} {choice.version or ''}".strip(), choice.describe()
+        )
+    if optional:
+        why = f"{choice.command}: {optional}"
+        return Finding(host, "bench", "skipped", f"no {choice.name}", why)
+    return Finding(
+        host,
+        "bench",
+        "failed",
+        f"no {choice.name}",
+        f"{choice.command} will run on {host} ({choice.reason}) but {choice.name} is not "
+        f"installed for {facts.python}",
+        missing_client_fix(choice, facts.python, host),
+    )

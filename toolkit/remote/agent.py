@@ -111,8 +111,9 @@ def port_in_use(port, bind, listening):
 # ----------------------------------------------------------------------------- processes
 
 
-def run_processes(run_id, host):
-    """PIDs whose environment carries this run id and host name (survives lost state)."""
+def run_processes(run_id, host, leaders=()):
+    """PIDs whose environment carries this run id and host name (survives lost state), and
+    every process in the session of such a process or of a `leaders` pid (the pidfiles)."""
     want = [("TOOLKIT_RUN_ID=" + run_id).encode()] if run_id else []
     host_tag = ("TOOLKIT_HOST=" + host).encode()
     pids = []
@@ -127,7 +128,35 @@ def run_processes(run_id, host):
         has_run = any(e.startswith(b"TOOLKIT_RUN_ID=") for e in env)
         if host_tag in env and has_run and all(w in env for w in want):
             pids.append(int(entry))
-    return pids
+    # Only sessions toolkit started (a tagged process that leads its session, or a pidfile's
+    # wrapper, checked by `_leader`): a process run in an SSH session must not drag that
+    # session's shell in. A wrapper that already exited still names its session: the kernel
+    # does not reuse a PID while it identifies a live session.
+    sessions = ({session_of(p) for p in pids} & set(pids)) | {p for p in leaders if p}
+    return sorted(set(pids) | set(session_members(sessions)))
+
+
+def session_of(pid):
+    """A process's session id (the 6th field of /proc/PID/stat); None once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def session_members(sessions):
+    """Processes in these sessions. Each node starts as a session leader and an engine's
+    children stay in its session, while their environment may not show the run's tags:
+    SGLang's scheduler and detokenizer set their process title (setproctitle), which
+    overwrites the memory /proc/PID/environ reads."""
+    if not sessions:
+        return []
+    return [
+        int(e)
+        for e in os.listdir("/proc")
+        if e.isdigit() and int(e) != os.getpid() and session_of(int(e)) in sessions
+    ]
 
 
 def run_id_of(pid):
@@ -147,24 +176,6 @@ def alive(pid):
             return fh.read().split(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return False
-
-
-def session_members(sid):
-    """Live PIDs of the session `sid`: a started process and everything it spawned, found
-    even when a program rewrites its environment (the router does), unless it left the
-    session (setsid) on purpose."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as fh:
-                fields = fh.read().rsplit(") ", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[3]) == sid:
-            pids.append(int(entry))
-    return pids
 
 
 def read_pid(path):
@@ -396,6 +407,8 @@ def _state(target, started):
     pid = read_pid(target["pidfile"])
     if pid is None or not alive(pid):
         return "failed"
+    if target.get("url") is None:
+        return "ready"  # no HTTP to ask (a vLLM headless engine): alive is all there is
     # A refused connection means the port is not open yet: the request itself tells
     # "starting" from "loading", with no separate look at the listening sockets.
     status = http_status(target["url"], timeout=2.0)
@@ -581,10 +594,7 @@ def task_stop(args, check):
     leaders = [p for p in (_leader(f) for f in args.get("pidfiles", [])) if p is not None]
 
     def members():
-        found = set(p for p in run_processes(run_id, host) if alive(p))
-        for leader in leaders:
-            found.update(session_members(leader))
-        return found
+        return {p for p in run_processes(run_id, host, leaders) if alive(p)}
 
     pids = members()
     if not pids:

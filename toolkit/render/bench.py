@@ -41,7 +41,16 @@ def render_result(result: BenchResult, console: Console, title: str | None = Non
     facts.add_row("duration", format_metric(result.duration, "duration"))
     for name in ("request_throughput", "input_throughput", "output_throughput"):
         facts.add_row(metric_label(name), format_metric(result.metric(name), name))
+    cards = f"output throughput per card ({result.cards or '?'} cards)"
+    facts.add_row(cards, format_metric(result.output_throughput_per_card, "tokens_per_user"))
+    facts.add_row(
+        "tokens/s per user (1000 / median TPOT)",
+        format_metric(result.tokens_per_user, "tokens_per_user"),
+    )
     facts.add_row("output tokens", format_number(result.total_output_tokens, 0))
+    if result.raw.get("dataset_source"):
+        facts.add_row("client", result.source)
+        facts.add_row("prompts", str(result.raw["dataset_source"]))
     if result.accept_length is not None:
         facts.add_row("accept length", format_number(result.accept_length, 2))
     latency = Table(title="latency (ms)", title_justify="left")
@@ -81,7 +90,8 @@ def render_sweep(sweep: Sweep, console: Console, title: str | None = None) -> No
     name = sweep.spec.variable.replace("_", " ")
     table = Table(title=title or f"{sweep.spec}", title_justify="left")
     table.add_column(name, justify="right")
-    for head in ("completed", "output tok/s", "TTFT p50 (ms)", "TPOT p50 (ms)", "ITL p99 (ms)"):
+    heads = ("completed", "output tok/s", "tok/s per card", "tok/s per user")
+    for head in (*heads, "TTFT p50 (ms)", "TPOT p50 (ms)", "ITL p99 (ms)"):
         table.add_column(head, justify="right")
     table.add_column("verdict")
     table.add_column("why", overflow="fold")
@@ -92,6 +102,8 @@ def render_sweep(sweep: Sweep, console: Console, title: str | None = None) -> No
             format_value(row.value) + marker,
             row.completed,
             format_number(row.output_throughput, 0),
+            format_number(row.per_card),
+            format_number(row.per_user),
             format_number(row.median_ttft_ms),
             format_number(row.median_tpot_ms, 2, strip=False),
             format_number(row.p99_itl_ms, 2, strip=False),
