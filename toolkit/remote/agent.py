@@ -580,12 +580,21 @@ def task_stop(args, check):
             " (%d after SIGKILL)" % len(killed) if killed else "",
         )
     left = [p for p in run_processes(run_id, host, leaders) if alive(p)]
-    listening = listening_ports()
-    busy = [
-        "%d" % item["port"]
-        for item in args.get("ports", [])
-        if port_in_use(item["port"], item["bind"], listening)
-    ]
+    # A multi-threaded engine shows as a zombie ("Z", not alive) once its main thread is gone,
+    # while its other threads, and so its sockets, may take a moment more to close (seen once
+    # in five SGLang P/D stops, likely this): give the ports a bounded moment before calling
+    # them busy.
+    ports_deadline = time.time() + (5.0 if pids and not left else 0.0)
+    while True:
+        listening = listening_ports()
+        busy = [
+            "%d" % item["port"]
+            for item in args.get("ports", [])
+            if port_in_use(item["port"], item["bind"], listening)
+        ]
+        if not busy or time.time() >= ports_deadline:
+            break
+        time.sleep(0.1)
     if left or busy:
         return result(
             "stop",
