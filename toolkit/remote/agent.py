@@ -616,11 +616,20 @@ def task_stop(args, check):
             " (%d after SIGKILL)" % len(killed) if killed else "",
         )
     left = sorted(members())
-    listening = listening_ports()
     # Ports are this run's to free only if it ran here: with nothing of it found, whoever
     # holds them (a later run on the same ports) is not ours to report.
     ports = args.get("ports", []) if pids else []
-    busy = ["%d" % p["port"] for p in ports if port_in_use(p["port"], p["bind"], listening)]
+    # A multi-threaded engine shows as a zombie ("Z", not alive) once its main thread is gone,
+    # while its other threads, and so its sockets, may take a moment more to close (seen once
+    # in five SGLang P/D stops, likely this): give the ports a bounded moment before calling
+    # them busy.
+    ports_deadline = time.time() + (5.0 if pids and not left else 0.0)
+    while True:
+        listening = listening_ports()
+        busy = ["%d" % p["port"] for p in ports if port_in_use(p["port"], p["bind"], listening)]
+        if not busy or time.time() >= ports_deadline:
+            break
+        time.sleep(0.1)
     if left or busy:
         return result(
             "stop",
