@@ -270,14 +270,16 @@ def test_vllm_up_status_down(rig: Cluster, vllm_python: Path, pytestconfig: pyte
     h1 = rig.hosts[0]
     inventory = str(rig.write({"mixed": [h1]}, vllm_python))
 
-    # The flags are read from the vLLM installed on the host. (Its bench row depends on the
-    # bench client toolkit runs for vLLM, hence no exit status here and `up --skip-check`.)
+    # The flags are read from the vLLM installed on the host, and the bench client is vLLM's
+    # own (the host has no sglang).
     check = rig("check", "-p", "cpu-vllm", "-i", inventory)
+    assert check.returncode == 0, check.stdout + check.stderr
     assert re.search(r"engine\s+│ ✔ 0\.32\.0", check.stdout), check.stdout
     assert re.search(r"flags\s+│ ✔ \d+ ok", check.stdout), check.stdout
+    assert re.search(r"bench\s+│ ✔ vllm", check.stdout), check.stdout
 
     started = time.monotonic()
-    up = rig("up", "-p", "cpu-vllm", "-i", inventory, "--skip-check")
+    up = rig("up", "-p", "cpu-vllm", "-i", inventory)
     up_s = time.monotonic() - started
     assert up.returncode == 0, up.stdout + up.stderr
     assert re.search(rf"READY — .*:8000 on {h1.name} answered: '.+'", up.stdout), up.stdout
