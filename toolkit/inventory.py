@@ -41,6 +41,8 @@ TOOLKIT_VARS = {
     "nic": str,
     "python": str,
     "workdir": str,
+    # docker | podman | none: overrides the profile's container.runtime for this host.
+    "container_runtime": str,
 }
 KNOWN_VARS = {**CONNECTION_VARS, **TOOLKIT_VARS}
 CONNECTIONS = ("ssh", "local")
@@ -67,6 +69,7 @@ class Host:
     model_path: str | None = None
     nic: str | None = None
     groups: tuple[str, ...] = ()
+    container_runtime: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -248,6 +251,7 @@ def _make_host(name: str, walker: _Walker) -> Host:
         model_path=_opt_str(merged.get("model_path")),
         nic=_opt_str(merged.get("nic")),
         groups=groups,
+        container_runtime=_opt_str(merged.get("container_runtime")),
     )
 
 

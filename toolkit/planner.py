@@ -31,6 +31,7 @@ from toolkit.plan import (
     url_host,
 )
 from toolkit.profile_schema import FlagValue, Profile, ServerRole
+from toolkit.runtime.container import plan_container
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 ANY = ("0.0.0.0", "::")
@@ -175,6 +176,18 @@ def _plan_role(
         model = _model_path(host, profile, inventory)
         head = [host.python, "-m", engine.module, *engine.subcommand]
         head += [model] if engine.positional_model else [profile.model_flag or "--model", model]
+        argv = head + topology + render_args(role.args)
+        container = plan_container(
+            profile.container,
+            host.container_runtime,
+            profile=profile.name,
+            node=f"{role_name}{instance}.{rank}",
+            argv=argv,
+            engine_words=3 + len(engine.subcommand),
+            # Same paths inside: the model (a directory, not a hub id), the run's workdir.
+            mounts=[*([model] if model.startswith("/") else []), host.workdir, *profile.source],
+            source=list(profile.source),
+        )
         nodes.append(
             NodePlan(
                 host=host.name,
@@ -192,7 +205,7 @@ def _plan_role(
                     cpu_governor=profile.tuning.cpu_governor,
                     sysctl={k: str(v) for k, v in profile.tuning.sysctl.items()},
                 ),
-                argv=head + topology + render_args(role.args),
+                argv=argv,
                 listen=listen,
                 bind=bind or engine_default_bind(profile.engine),
                 python=host.python,
@@ -200,6 +213,7 @@ def _plan_role(
                 connection=connection_of(host),
                 nic=host.nic,
                 nic_env=[] if host.nic else list(profile.nic_env),
+                container=container,
             )
         )
     return nodes

@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
-from toolkit.executor import state
+from toolkit.executor import containers, state
 from toolkit.executor.cluster import Cluster, HostWork, host_work
 from toolkit.executor.session import Session
 from toolkit.inventory import Inventory
@@ -55,7 +55,10 @@ def stop_run(
 ) -> None:
     def stop(session: Session, work: HostWork) -> list[dict[str, Any]]:
         tuning = record.tuning.get(work.name) if restore_tuning else None
-        return session.agent(_stop_ops(work, record.run_id, plan, tuning))
+        # Containers first (stop with grace, remove, by label), then the agent's stop
+        # verifies that no process of the run is left and every planned port is free.
+        stopped = containers.stop_results(session, work, record.run_id, STOP_GRACE_S)
+        return stopped + session.agent(_stop_ops(work, record.run_id, plan, tuning))
 
     cluster.each(list(cluster.sessions), stop, recap, quiet_ok=False)
 
@@ -113,7 +116,8 @@ def down_from_hosts(
                 if planned is not None:
                     work = planned
             tuning = None if keep_tuning else remote.get("tuning")
-            return session.agent(_stop_ops(work, pointer["run_id"], plan, tuning))
+            stopped = containers.stop_results(session, work, pointer["run_id"], STOP_GRACE_S)
+            return stopped + session.agent(_stop_ops(work, pointer["run_id"], plan, tuning))
 
         cluster.each(list(cluster.sessions), stop, recap)
     finally:

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.text import Text
 
 from toolkit.errors import ToolkitError
-from toolkit.executor import state
+from toolkit.executor import containers, state
 from toolkit.executor.check import CheckOptions, preflight
 from toolkit.executor.cluster import Cluster, HostWork, file_op, host_work
 from toolkit.executor.session import Session, parallel
@@ -32,6 +32,7 @@ from toolkit.plan import NodePlan, Plan
 from toolkit.render.run import ReadinessView, Recap
 from toolkit.render.scripts import ScriptOptions, node_script, process_script
 from toolkit.roles import load_role, role_defaults
+from toolkit.runtime.container import command_words
 from toolkit.secrets import mask_env, mask_text
 
 GOVERNOR_GLOB = "/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor"
@@ -79,6 +80,9 @@ def up(plan: Plan, options: UpOptions, console: Console) -> state.RunRecord | No
         _prepare(cluster, plan, record, recap)
         if recap.failures():
             _fail(console, recap, "preflight failed: nothing was changed")
+        containers.preflight(cluster, plan, run_id, options.rehearse, recap)  # pulls too
+        if recap.failures():
+            _fail(console, recap, "container preflight failed: nothing was started")
         if options.check:
             _check_tuning(cluster, recap)
             console.print(recap.table())
@@ -231,6 +235,7 @@ def _script_options(
     record: state.RunRecord, host: str, node: str, argv: list[str] | None
 ) -> ScriptOptions:
     return ScriptOptions(
+        host_tag=host,
         include_tuning=False,
         inline_secrets=True,
         run_id=record.run_id,
@@ -242,6 +247,19 @@ def _script_options(
         argv=tuple(argv) if argv is not None else None,
         optional_sources=record.rehearse,
     )
+
+
+def _container_options(
+    options: ScriptOptions, node: NodePlan, argv: list[str] | None, env_file: str
+) -> ScriptOptions:
+    """A container node: its env file in the run dir; a rehearsal runs the engine from the
+    workdir mount with the image's python (and sources what the image has of `source`)."""
+    command = None
+    if argv is not None and node.container is not None:
+        inner = [node.container.python, *argv[1:]]
+        entrypoint, words = command_words(inner, node.source, optional=True)
+        command = (entrypoint, tuple(words))
+    return replace(options, env_file=env_file, container_command=command)
 
 
 def _launch_ops(
@@ -257,7 +275,10 @@ def _launch_ops(
     for node in (n for n in nodes if n.host == work.name):
         paths = state.node_files(work.workdir, record.run_id, node)
         argv = rehearsal_argv(plan, node, engine, plan.rehearsal) if rehearse else None
-        script = node_script(plan, node, _script_options(record, work.tag, node.name, argv))
+        options = _script_options(record, work.tag, node.name, argv)
+        if node.container is not None:
+            options = _container_options(options, node, argv, f"{run_dir}/{node.name}.env")
+        script = node_script(plan, node, options)
         files.append((paths["script"], script, "700"))
         starts.append({"op": "start", "name": node.name, **paths})
     pointer = {"run_id": record.run_id, "run_dir": run_dir, "profile": plan.profile}

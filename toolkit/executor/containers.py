@@ -1,0 +1,110 @@
+"""The executor's container work: preflight and pulls, stop-and-remove, status, logs.
+
+Each is one shell command per host over the open session (rendered by `toolkit.runtime`),
+run beside the agent rather than through it: the runtime's own CLI does the work, and its
+exit code and output are the result.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+from toolkit.executor.cluster import Cluster, HostWork
+from toolkit.executor.session import Session, parallel
+from toolkit.plan import ContainerPlan, Plan
+from toolkit.render.run import Recap
+from toolkit.runtime import container as rt
+from toolkit.runtime import preflight as probe
+
+
+def containers_of(work: HostWork) -> list[ContainerPlan]:
+    return [n.container for n in work.nodes if n.container is not None]
+
+
+def run_script(
+    session: Session, script: str, on_line: Callable[[str], None] | None = None
+) -> tuple[int, str, str]:
+    """A bash script on the host, as root where the inventory says become."""
+    prefix = ""
+    if session.sudo:
+        user = session.connection.become_user
+        prefix = "sudo -n " + (f"-u {shlex.quote(user)} " if user else "")
+    return session.run(f"{prefix}bash -c {shlex.quote(script)}", on_line=on_line)
+
+
+def preflight(cluster: Cluster, plan: Plan, run_id: str, rehearse: bool, recap: Recap) -> None:
+    """Runtime present, image present or pulled (every host at once), GPU/NPU access,
+    leftovers of older runs; each finding goes to the recap (a failure stops `up`)."""
+
+    def check(session: Session, work: HostWork) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        by_runtime: dict[str, list[ContainerPlan]] = {}
+        for item in containers_of(work):
+            by_runtime.setdefault(item.runtime, []).append(item)
+        for runtime, items in by_runtime.items():
+            words = [w for c in items for w in (*c.options, *c.devices)]
+            script = probe.probe_script(
+                runtime,
+                list(dict.fromkeys(c.image for c in items)),
+                items[0].pull,
+                work.tag,
+                run_id,
+                gpus="--gpus" in words and not rehearse,
+                ascend=plan.platform == "ascend" and not rehearse,
+            )
+            rc, out, err = run_script(session, script)
+            if rc != 0:
+                found.append(_raw(f"{runtime} preflight", "failed", err.strip()[-300:]))
+                continue
+            for status, detail, fix in probe.findings(runtime, items[0].pull, out):
+                msg = f"{detail}; fix: {fix}" if fix else detail
+                found.append(_raw(f"{runtime}", status, msg))
+        return found
+
+    names = [n for n in cluster.sessions if containers_of(cluster.hosts[n])]
+    cluster.each(names, check, recap)
+
+
+def stop_results(session: Session, work: HostWork, run_id: str, grace: float) -> list[dict]:
+    """Stop (grace) and remove the run's containers on this host, verified by label."""
+    out: list[dict[str, Any]] = []
+    for runtime in dict.fromkeys(c.runtime for c in containers_of(work)):
+        rc, text, err = run_script(session, rt.stop_script(runtime, run_id, work.tag, grace))
+        said = (text.strip().splitlines() or [""])[-1]
+        if rc != 0:
+            out.append(_raw(f"{runtime} containers", "failed", said or err.strip()[-300:]))
+        else:
+            status = "changed" if said.startswith("stopped") else "ok"
+            out.append(_raw(f"{runtime} containers", status, said))
+    return out
+
+
+def ps(session: Session, work: HostWork, run_id: str) -> list[list[str]]:
+    """[name, state, status] of each container of the run on this host."""
+    rows: list[list[str]] = []
+    for runtime in dict.fromkeys(c.runtime for c in containers_of(work)):
+        argv = rt.ps_argv(runtime, run_id, work.tag)
+        rc, out, err = run_script(session, shlex.join(argv))
+        if rc != 0:
+            rows.append([f"({runtime})", "unknown", err.strip()[-200:]])
+            continue
+        rows += [line.split("\t") for line in out.splitlines() if line.strip()]
+    return rows
+
+
+def ps_all(cluster: Cluster, run_id: str) -> dict[str, list[list[str]]]:
+    """Host → its rows of `ps`, for the hosts that run containers."""
+    names = [n for n in cluster.sessions if containers_of(cluster.hosts[n])]
+    rows = parallel(names, lambda n: ps(cluster.sessions[n], cluster.hosts[n], run_id))
+    return {n: r for n, r in zip(names, rows, strict=True) if isinstance(r, list)}
+
+
+def logs_command(container: ContainerPlan, run_id: str, lines: int, follow: bool) -> str:
+    argv = rt.logs_argv(container.runtime, rt.container_name(container, run_id), lines, follow)
+    return shlex.join(argv) + " 2>&1"
+
+
+def _raw(task: str, status: str, msg: str) -> dict[str, Any]:
+    return {"task": task, "status": status, "msg": msg}
