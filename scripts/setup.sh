@@ -58,3 +58,8 @@ if (cd / && .venv-host/bin/python -c 'import toolkit.cli' 2>/dev/null); then
   echo "setup: .venv-host must not import toolkit" >&2
   exit 1
 fi
+
+# Container tests: podman + runc and a local base image (built once, cached).
+if [ "$(id -u)" = 0 ]; then
+  bash scripts/container-test-image.sh
+fi

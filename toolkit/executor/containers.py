@@ -82,13 +82,13 @@ def stop_results(session: Session, work: HostWork, run_id: str, grace: float) ->
 
 
 def ps(session: Session, work: HostWork, run_id: str) -> list[list[str]]:
-    """[name, state, status] of each container of the run on this host."""
+    """[name, status] of each container of the run on this host."""
     rows: list[list[str]] = []
     for runtime in dict.fromkeys(c.runtime for c in containers_of(work)):
         argv = rt.ps_argv(runtime, run_id, work.tag)
         rc, out, err = run_script(session, shlex.join(argv))
         if rc != 0:
-            rows.append([f"({runtime})", "unknown", err.strip()[-200:]])
+            rows.append([f"({runtime} ps failed)", err.strip()[-200:]])
             continue
         rows += [line.split("\t") for line in out.splitlines() if line.strip()]
     return rows

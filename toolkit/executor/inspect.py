@@ -108,7 +108,8 @@ def _container_table(console: Console, boxes: dict[str, list[list[str]]]) -> boo
     running = True
     for host, rows in boxes.items():
         for row in rows:
-            name, state_, detail = [*row, "", "", ""][:3]
+            name, detail = [*row, "", ""][:2]
+            state_ = "running" if detail.startswith("Up") else "not running"
             running &= state_ == "running"
             colour = "green" if state_ == "running" else "red"
             table.add_row(name, host, f"[{colour}]{state_}[/]", detail)

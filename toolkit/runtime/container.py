@@ -174,8 +174,9 @@ def label_filter(run_id: str, host_tag: str | None = None) -> list[str]:
 
 
 def ps_argv(runtime: str, run_id: str, host_tag: str | None = None) -> list[str]:
-    """Every container of the run on this host, running or not: name, state, status."""
-    fmt = "{{.Names}}\t{{.State}}\t{{.Status}}"
+    """Every container of the run on this host, running or not: name and status (`Up 5
+    minutes`, `Exited (1) ...`; docker and podman agree on .Status, not on .State)."""
+    fmt = "{{.Names}}\t{{.Status}}"
     return [runtime, "ps", "-a", *label_filter(run_id, host_tag), "--format", fmt]
 
 

@@ -1,0 +1,176 @@
+"""Serving nodes in containers: `up --rehearse` / `status` / `logs` / `down` with real podman.
+
+The hosts are network namespaces whose sshd was started with `nsenter --net` (see
+`TestCluster(enter=...)`), so an SSH session there can run podman, and `--network host`
+puts each container on that host's own address, as on a real machine. The image is the
+local test image `scripts/container-test-image.sh` builds (Debian 12 + python3): the
+rehearsal engine is stdlib-only and reaches the container through the workdir mount.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from netns import TestCluster, TestHost, missing_tools, sweep_stale
+from toolkit_cli import HOST_PYTHON, kill_leftovers, run_processes, toolkit
+
+pytestmark = pytest.mark.integration
+PROFILE = "a3-1p1d-64k"
+IMAGE = os.environ.get("TOOLKIT_TEST_IMAGE", "localhost/tk-test:bookworm")
+SECRET = "hf_containertest_5ecret"
+
+
+def _podman(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=120)
+
+
+def _unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "podman namespace hosts need root"
+    if missing_tools() or shutil.which("podman") is None or shutil.which("nsenter") is None:
+        return "podman, nsenter or the namespace tools are missing (scripts/setup.sh)"
+    if _podman("image", "exists", IMAGE).returncode != 0:
+        return f"test image {IMAGE} missing (scripts/container-test-image.sh builds it)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def podman_cluster() -> Iterator[TestCluster]:
+    reason = _unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"container tests must run in CI: {reason}")
+        pytest.skip(reason)
+    sweep_stale()
+    cluster = TestCluster(4, enter="nsenter").start()
+    try:
+        yield cluster
+    finally:
+        for host in cluster.hosts:  # last resort: containers a failed test left behind
+            for name in _containers(host):
+                _podman("rm", "-f", name)
+        cluster.teardown()
+
+
+def _containers(host: TestHost, run_id: str | None = None) -> list[str]:
+    filters = ["--filter", f"label=toolkit.host={host.name}@{host.address}"]
+    if run_id:
+        filters += ["--filter", f"label=toolkit.run={run_id}"]
+    out = _podman("ps", "-a", *filters, "--format", "{{.Names}}").stdout
+    return out.split()
+
+
+class Env:
+    def __init__(self, cluster: TestCluster, env: dict[str, str], tmp: Path) -> None:
+        self.cluster, self.hosts, self.env, self.cwd = cluster, cluster.hosts, env, tmp
+        self.workdirs = cluster.fresh_workdirs(tmp.name)
+        self.inventory = cluster.write_inventory(
+            tmp / "inv.yaml",
+            {"prefill": self.hosts[:2], "decode": self.hosts[2:4]},
+            {"model_path": "/models/glm-5.1-w4a8", "python": HOST_PYTHON},
+            workdirs=self.workdirs,
+        )
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return toolkit(*args, env=self.env, cwd=self.cwd, timeout=timeout)
+
+    def up(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        return self.run(
+            "up", "-p", PROFILE, "-i", str(self.inventory), "--rehearse",
+            "--load-seconds", "1", "--set", "container.runtime=podman",
+            "--set", f"container.image={IMAGE}", *extra,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def env(podman_cluster: TestCluster, tmp_path: Path) -> Iterator[Env]:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    shutil.copyfile(podman_cluster.known_hosts, home / ".ssh" / "known_hosts")
+    variables = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    variables.update(HOME=str(home), TOOLKIT_STATE_DIR=str(tmp_path / "state"))
+    e = Env(podman_cluster, variables, tmp_path)
+    try:
+        yield e
+    finally:
+        e.run("down", "-i", str(e.inventory), timeout=180)
+        assert not kill_leftovers(podman_cluster.hosts), "processes survived `toolkit down`"
+
+
+def _listening(host: TestHost) -> set[int]:
+    out = host.run("ss -Hltn").stdout
+    return {int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines() if line.strip()}
+
+
+def _cmdlines() -> str:
+    text = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                text.append(Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace"))
+    return "\n".join(text)
+
+
+def test_up_in_podman_containers_status_logs_down(env: Env) -> None:
+    up = env.up("--set", f"env.HF_TOKEN={SECRET}")
+    out = up.stdout + up.stderr
+    assert up.returncode == 0, out
+    assert re.search(r"READY — 127\.0\.0\.1:6688 on tkt-h1 answered: '.+'", up.stdout), out
+    assert "podman — podman version" in up.stdout, out  # the runtime preflight
+    run_id = re.search(r"run (\S+)", up.stdout).group(1)
+    h1, h2, h3, h4 = env.hosts
+    # One named, labelled container per node, listening on its host's own address.
+    for host, node in ((h1, "prefill0.0"), (h2, "prefill0.1"), (h3, "decode0.0")):
+        assert _containers(host, run_id) == [f"tk-{run_id}-{node}"]
+    assert {8000, 8998, 5000}.issubset(_listening(h1)) and 8001 in _listening(h3)
+    inspect = json.loads(_podman("inspect", f"tk-{run_id}-decode0.1").stdout)[0]
+    assert inspect["HostConfig"]["NetworkMode"] == "host"
+    assert inspect["Config"]["Labels"]["toolkit.node"] == "decode0.1"
+    # The secret reached the container through the owner-only env file, never a command line.
+    assert f"HF_TOKEN={SECRET}" in inspect["Config"]["Env"]
+    assert SECRET not in _cmdlines()
+    env_file = env.workdirs[h4.name] / "runs" / run_id / "decode0.1.env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+
+    status = env.run("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.count("running") >= 4, status.stdout
+    assert f"tk-{run_id}-prefill0.1" in status.stdout
+
+    logs = env.run("logs", "decode0.1", "-n", "5")
+    assert logs.returncode == 0, logs.stdout + logs.stderr
+    assert "decode0.1 (podman logs)" in logs.stdout and "GET /health" in logs.stdout
+
+    down = env.run("down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "stopped and removed 1 container(s)" in down.stdout
+    for host in env.hosts:
+        assert not _containers(host, run_id)
+        assert not {8000, 8001, 8998, 5000, 6688} & _listening(host)
+    assert not run_processes(env.hosts)
+    again = env.run("down")
+    assert again.returncode == 0
+    assert again.stdout.count("no container of the run") == 4, again.stdout
+
+
+def test_a_container_that_exits_during_startup_fails_up_with_its_log(env: Env) -> None:
+    up = env.up(
+        "--timeout", "120", "--set", "roles.decode.env.TOOLKIT_REHEARSAL_FAIL_AFTER_SECONDS=1",
+    )  # fmt: skip
+    out = up.stdout + up.stderr
+    assert up.returncode != 0, out
+    assert re.search(r"decode0\.[01] on tkt-h[34] failed", out), out
+    assert "log lines" in out and "failed and was stopped" in out
+    run_id = re.search(r"run (\S+)", up.stdout).group(1)
+    for host in env.hosts:
+        assert not _containers(host, run_id), out
+    assert not run_processes(env.hosts)
