@@ -197,6 +197,10 @@ def engine_options(
     found: dict[str, EngineOptions | str] = {}
     groups: dict[str, list[str]] = {}
     for name, work in cluster.hosts.items():
+        boxed = [n.container.image for n in work.nodes if n.container is not None]
+        if boxed:  # the engine is in the image, not on the host
+            found[name] = f"{engine} runs in the image {boxed[0]}; its flags are not read here"
+            continue
         info = facts[name].package(engine) if work.serving and facts[name].ok else {}
         if not info.get("version") or not info.get("path"):
             if work.serving and facts[name].ok:
