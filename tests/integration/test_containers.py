@@ -174,3 +174,65 @@ def test_a_container_that_exits_during_startup_fails_up_with_its_log(env: Env) -
     for host in env.hosts:
         assert not _containers(host, run_id), out
     assert not run_processes(env.hosts)
+
+
+def test_a_container_of_an_older_run_is_named_before_anything_starts(env: Env) -> None:
+    h1 = env.hosts[0]
+    stale = "tk-20261130-000000-old-dead-prefill0.0"
+    made = _podman(
+        "create", "--name", stale, "--label", f"toolkit.host={h1.name}@{h1.address}",
+        "--label", "toolkit.run=20261130-000000-old-dead", IMAGE, "true",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    try:
+        up = env.up()
+        out = up.stdout + up.stderr
+        assert up.returncode != 0, out
+        assert f"container {stale} of an older run is still here" in out, out
+        assert "container preflight failed: nothing was started" in out
+        assert not run_processes(env.hosts)
+    finally:
+        _podman("rm", "-f", stale)
+
+
+def test_seed_002_rehearses_in_its_image_with_podman(
+    podman_cluster: TestCluster, env: Env, tmp_path: Path
+) -> None:
+    """`up -p b200-glm5-fp8-vllm --rehearse` with the seed's image name, options and flags
+    (a local image under that name stands in: no registry is reachable)."""
+    seed_image = "docker.io/vllm/vllm-openai:v0.16.0"
+    assert _podman("tag", IMAGE, seed_image).returncode == 0
+    # The recipe's cache mount must exist on the host (docker would create it, podman not).
+    Path("/root/.cache/huggingface").mkdir(parents=True, exist_ok=True)
+    h1 = podman_cluster.hosts[0]
+    inventory = podman_cluster.write_inventory(
+        tmp_path / "mixed.yaml", {"mixed": [h1]}, {"python": HOST_PYTHON},
+        workdirs=env.workdirs,
+    )  # fmt: skip
+    try:
+        up = env.run(
+            "up", "-p", "b200-glm5-fp8-vllm", "-i", str(inventory), "--rehearse",
+            "--load-seconds", "1", "--set", "container.runtime=podman",
+        )  # fmt: skip
+        out = up.stdout + up.stderr
+        assert up.returncode == 0, out
+        assert "READY" in up.stdout and "image vllm/vllm-openai:v0.16.0 present" in out, out
+        run_id = re.search(r"run (\S+)", up.stdout).group(1)
+        (name,) = _containers(h1, run_id)
+        config = json.loads(_podman("inspect", name).stdout)[0]
+        args = config["Args"]
+        # The seed's flags reach the engine inside the seed's image, after the engine path.
+        assert args[-8:] == [
+            "zai-org/GLM-5-FP8", "--max-model-len", "32768", "--gpu-memory-utilization",
+            "0.90", "--trust-remote-code", "--tensor-parallel-size", "8",
+        ]  # fmt: skip
+        assert config["ImageName"] == seed_image
+        # As run (podman 4.3's HostConfig.IpcMode misreports --ipc=host as shareable).
+        created = config["Config"]["CreateCommand"]
+        assert created[:2] == ["podman", "run"] and "--ipc=host" in created
+        assert "--gpus" not in created  # a rehearsal hands over no GPUs
+        down = env.run("down")
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert not _containers(h1, run_id)
+    finally:
+        _podman("untag", seed_image, seed_image)
