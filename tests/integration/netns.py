@@ -315,6 +315,10 @@ class TestCluster:
         pub = key.with_suffix(".pub").read_text().split()
         with self.known_hosts.open("a") as f:
             f.write(f"{host.address} {pub[0]} {pub[1]}\n")
+        self._launch_sshd(host)
+
+    def _launch_sshd(self, host: TestHost) -> None:
+        d = self.root / "sshd" / host.name
         # A UTS namespace gives the host its own `hostname`; /etc/netns/NS/hosts resolves it.
         script = 'hostname "$1" && exec "$0" -D -e -f "$2"'
         if self.enter == "nsenter":
@@ -322,8 +326,8 @@ class TestCluster:
         else:
             argv = [_exe("ip"), "netns", "exec", str(host.netns)]
         argv += [_exe("unshare"), "--uts", "--"]
-        argv += ["/bin/sh", "-c", script, SSHD, host.name, str(config)]
-        with (d / "sshd.log").open("wb") as log:
+        argv += ["/bin/sh", "-c", script, SSHD, host.name, str(d / "sshd_config")]
+        with (d / "sshd.log").open("ab") as log:
             self._sshd[host.name] = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
             )
@@ -354,6 +358,37 @@ class TestCluster:
             with path.open("r+") as f:
                 f.truncate(0)
                 f.write("\n".join(lines) + "\n")
+
+    # -- faults ----------------------------------------------------------------------------
+    def kill_sshd(self, host: TestHost) -> list[int]:
+        """SIGKILL the host's sshd and every SSH session it serves, as a crash would; returns
+        the PIDs. The processes those sessions started (toolkit's agent) are left alone."""
+        pids = [p for p in _netns_pids([str(host.netns)]) if _comm(p).startswith("sshd")]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc = self._sshd.get(host.name)
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        return pids
+
+    def restart_sshd(self, host: TestHost) -> None:
+        """Start the host's sshd again (same key and config) after `kill_sshd`."""
+        self._launch_sshd(host)
+        self._wait_for_sshd(host)
+
+    @contextlib.contextmanager
+    def read_only(self, host: TestHost, path: Path) -> Iterator[Path]:
+        """`path` mounted read-only for everything reached through the host's sshd (its own
+        mount namespace, made by `ip netns exec`); the rest of the machine still writes it."""
+        target = ["nsenter", "-t", str(self._sshd[host.name].pid), "-m", "--"]
+        _run([*target, "mount", "--bind", str(path), str(path)])
+        try:
+            _run([*target, "mount", "-o", "remount,bind,ro", str(path)])
+            yield path
+        finally:
+            _run([*target, "umount", str(path)], check=False)
 
     def add_host(self, *, start_sshd: bool = True) -> TestHost:
         """Add a host; with `start_sshd=False` its address answers but refuses port 22."""
@@ -537,6 +572,13 @@ def _netns_pids(namespaces: Sequence[str]) -> list[int]:
                 if os.stat(f"/proc/{entry}/ns/net").st_ino in inodes:
                     pids.append(int(entry))
     return pids
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _alive(pid: int) -> bool:

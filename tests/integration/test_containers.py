@@ -157,6 +157,7 @@ def test_up_in_podman_containers_status_logs_down(env: Env) -> None:
         assert not _containers(host, run_id)
         assert not {8000, 8001, 8998, 5000, 6688} & _listening(host)
     assert not run_processes(env.hosts)
+    assert not env_file.exists()  # its secrets go with the run
     again = env.run("down")
     assert again.returncode == 0
     assert again.stdout.count("no container of the run") == 4, again.stdout

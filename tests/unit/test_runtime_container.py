@@ -228,3 +228,12 @@ def test_preflight_findings_from_probe_output() -> None:
     assert "NVIDIA Container Toolkit" in found[4][2]
     assert preflight.findings("podman", "missing", "runtime\tmissing")[0][0] == "failed"
     assert "nvidia-ctk cdi generate" in preflight.findings("podman", "missing", "gpu\tnone")[0][2]
+
+
+def test_podman_leaves_out_shm_size_beside_host_ipc() -> None:
+    docker = plan_for("rtx6000-glm5-nvfp4").nodes[0].container
+    podman = plan_for("rtx6000-glm5-nvfp4", overrides=("container.runtime=podman",))
+    assert docker is not None and "--shm-size=8g" in docker.options
+    box = podman.nodes[0].container
+    assert box is not None and "--ipc=host" in box.options
+    assert not any(word.startswith("--shm-size") for word in box.options)

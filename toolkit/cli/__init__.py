@@ -49,9 +49,9 @@ class ToolkitGroup(click.Group):
             sys.exit(2)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             err_console.print("[yellow]interrupted[/]")
-            sys.exit(130)
+            sys.exit(128 + getattr(exc, "signum", 2))  # 130 for Ctrl-C, 143 for SIGTERM
         except Exception:
             if ctx.obj and ctx.obj.get("debug"):
                 raise

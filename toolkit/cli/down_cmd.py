@@ -20,7 +20,7 @@ from toolkit.inventory import load_inventory
     "-i",
     "--inventory",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Stop whatever toolkit run the inventory's hosts record (no local state needed).",
+    help="Find the run on the inventory's hosts (no local state needed): the active one, or --run.",
 )
 @run_option
 @click.option("--keep-tuning", is_flag=True, help="Leave the host tuning as `up` set it.")
@@ -30,8 +30,9 @@ def command(
 ) -> None:
     """Stop every process of the run, verify ports are free, restore tuning, keep logs."""
     console = Console()
-    if inventory is not None and run_id is None:
-        ok = down_from_hosts(load_inventory(inventory), console, keep_tuning, accept_new_host_keys)
+    if inventory is not None:
+        hosts = load_inventory(inventory)
+        ok = down_from_hosts(hosts, console, keep_tuning, accept_new_host_keys, run_id)
         sys.exit(0 if ok else 1)
     try:
         record = state.load(run_id)

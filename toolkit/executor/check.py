@@ -52,6 +52,8 @@ class CheckOptions:
     rehearse: bool = False
     translate_flags: bool = False
     accept_new_host_keys: bool = False
+    # `up`'s preflight: what only `toolkit bench` needs (the bench client) is not a ✘.
+    launching: bool = False
 
 
 def check(plan: Plan, options: CheckOptions) -> CheckReport:
@@ -103,6 +105,7 @@ def run_checks(
         options=found,
         reach=reach,
         translations=translations,
+        launching=options.launching,
     )
     return CheckReport(
         profile=plan.profile,
@@ -124,7 +127,7 @@ def probe_params(plan: Plan, work: HostWork, rehearse: bool) -> dict[str, Any]:
     return {
         "model_dir": model,
         "max_files": MAX_MODEL_FILES,
-        "disk_paths": [work.workdir],
+        "disk_paths": [work.workdir, f"{work.workdir.rstrip('/')}/runs"],
         "files": list(dict.fromkeys(p for node in work.nodes for p in node.source)),
         "run_smi": serving and not rehearse,
     }

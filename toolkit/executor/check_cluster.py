@@ -36,6 +36,7 @@ class Context:
     options: dict[str, EngineOptions | str] = field(default_factory=dict)  # str: why none
     reach: dict[str, dict[str, Any]] = field(default_factory=dict)  # Route.key → outcome
     translations: dict[str, list[str]] = field(default_factory=dict)  # node → changes
+    launching: bool = False  # for `up`: the bench client is not needed yet
 
 
 def judge(ctx: Context) -> list[Finding]:
@@ -63,7 +64,12 @@ def _host_checks(ctx: Context, work: HostWork, facts: HostFacts) -> list[Finding
     if work.router:
         out.append(rules.package(work, facts, "router", "sglang-router", "runs the router"))
     if work.bench:
-        out.append(rules.package(work, facts, "bench", "sglang", "runs sglang.bench_serving"))
+        later = (
+            "not installed; `up` does not need it, `toolkit bench` will" if ctx.launching else ""
+        )
+        out.append(
+            rules.package(work, facts, "bench", "sglang", "runs sglang.bench_serving", later)
+        )
     if work.serving:
         out += [
             rules.accelerators(plan, work, facts, rehearse),

@@ -28,7 +28,7 @@ CHECKS: dict[str, str] = {
     "env": "environment scripts (CANN set_env.sh) exist",
     "ports": "every planned port is free",
     "model": "model_path present, same files and size everywhere",
-    "disk": "free space in workdir",
+    "disk": "workdir and run dir writable, free space there",
     "clock": "clock skew between hosts",
     "flags": "planned flags against the installed engine",
     "reach": "TCP paths to bootstrap, dist-init and store ports",

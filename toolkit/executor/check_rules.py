@@ -247,6 +247,21 @@ def ports_free(plan: Plan, work: HostWork, facts: HostFacts) -> Finding | None:
     return Finding(host, "ports", "failed", summary, why, fix)
 
 
+def writable(host: str, path: str, info: dict[str, Any], facts: HostFacts) -> Finding | None:
+    """✘ when the run's files could not be created under `path` (None: writable or unknown)."""
+    if info.get("writable", True):
+        return None
+    checked = info.get("checked", path)
+    who = f"uid {facts.uid}" if facts.uid is not None else "the SSH user"
+    where = path if checked == path else f"{path} (its nearest existing directory {checked})"
+    why = f"{where} is not writable by {who}: {info.get('write_error', 'refused')}"
+    fix = (
+        f"make {checked} writable for {who} (a read-only mount? another owner?), or set "
+        "workdir for this host in the inventory to a writable directory"
+    )
+    return Finding(host, "disk", "failed", "not writable", why, fix)
+
+
 def _port_list(planned: list) -> str:
     singles = [f"{p.port} {p.purpose}" for p in planned if p.purpose != "HCCL host port"]
     hccl = [p.port for p in planned if p.purpose == "HCCL host port"]
@@ -257,7 +272,12 @@ def _port_list(planned: list) -> str:
 
 def disk(work: HostWork, facts: HostFacts) -> Finding:
     host = work.name
-    info = (facts.section("disk") or {}).get(work.workdir) or {}
+    disks = facts.section("disk") or {}
+    for path in (work.workdir, f"{work.workdir.rstrip('/')}/runs"):
+        unwritable = writable(host, path, disks.get(path) or {}, facts)
+        if unwritable is not None:
+            return unwritable
+    info = disks.get(work.workdir) or {}
     free = info.get("free_bytes")
     if free is None:
         return Finding(host, "disk", "skipped", "unknown", f"cannot measure {work.workdir}")

@@ -9,7 +9,14 @@ from typing import Any
 
 from rich.console import Console
 
-from toolkit.executor.session import AgentFailed, Session, Unreachable, connect, parallel
+from toolkit.executor.session import (
+    AgentFailed,
+    ConnectionLost,
+    Session,
+    Unreachable,
+    connect,
+    parallel,
+)
 from toolkit.plan import Connection, NodePlan, Plan
 from toolkit.render.run import Recap
 
@@ -93,12 +100,20 @@ class Cluster:
         fn: Callable[[Session, HostWork], list[dict[str, Any]]],
         recap: Recap,
         quiet_ok: bool = False,
+        phase: str | None = None,
     ) -> dict[str, list[dict[str, Any]]]:
-        """Run fn per host in parallel; agent results go to the recap, errors as failures."""
+        """Run fn per host in parallel; agent results go to the recap, errors as failures.
+
+        A host whose connection was lost before is reported once, not asked again; one lost
+        now is named with `phase` ("lost the SSH connection to H during readiness")."""
+        names = [n for n in names if self.sessions[n].lost is None]
         outcomes = parallel(names, lambda n: fn(self.sessions[n], self.hosts[n]))
         done: dict[str, list[dict[str, Any]]] = {}
         for name, outcome in zip(names, outcomes, strict=True):
-            if isinstance(outcome, Unreachable):
+            if isinstance(outcome, ConnectionLost) and phase:
+                self.sessions[name].lost = outcome.during(phase)
+                recap.unreachable(name, str(self.sessions[name].lost))
+            elif isinstance(outcome, Unreachable):
                 recap.unreachable(name, str(outcome))
             elif isinstance(outcome, AgentFailed):
                 recap.add_agent(name, [{"task": "agent", "status": "failed", "msg": str(outcome)}])
@@ -108,6 +123,20 @@ class Cluster:
                 recap.add_agent(name, outcome, quiet_ok=quiet_ok)
                 done[name] = outcome
         return done
+
+    @property
+    def reachable(self) -> list[str]:
+        """Connected hosts whose connection has not been lost since."""
+        return [n for n, s in self.sessions.items() if s.lost is None]
+
+    @property
+    def lost(self) -> list[str]:
+        return [n for n, s in self.sessions.items() if s.lost is not None]
+
+    def interrupt(self) -> None:
+        """End every request in flight on every host (Ctrl-C); connections stay open."""
+        for session in self.sessions.values():
+            session.interrupt()
 
     def close(self) -> None:
         parallel(list(self.sessions.values()), lambda session: session.close())

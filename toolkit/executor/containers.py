@@ -11,6 +11,7 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
+from toolkit.executor import state
 from toolkit.executor.cluster import Cluster, HostWork
 from toolkit.executor.session import Session, parallel
 from toolkit.plan import ContainerPlan, Plan
@@ -21,6 +22,15 @@ from toolkit.runtime import preflight as probe
 
 def containers_of(work: HostWork) -> list[ContainerPlan]:
     return [n.container for n in work.nodes if n.container is not None]
+
+
+def env_file(workdir: str, run_id: str, node: str) -> str:
+    """The owner-only env file a container node's launch script writes (secrets inside)."""
+    return f"{state.run_dir(workdir, run_id)}/{node}.env"
+
+
+def env_files(work: HostWork, run_id: str) -> list[str]:
+    return [env_file(work.workdir, run_id, n.name) for n in work.nodes if n.container]
 
 
 def run_script(

@@ -1,8 +1,10 @@
 """`toolkit down`: stop a run everywhere, verify, restore host tuning, keep the logs.
 
-Works from the local run record, or, when that is lost, from the record each host keeps
-(`<workdir>/active.json` → `<run dir>/run.json`). Idempotent: a second `down` finds nothing
-to stop and says so.
+Works from the local run record, or from the record each host keeps (`<workdir>/active.json`
+→ `<run dir>/run.json`, or `<workdir>/runs/<id>/run.json` for a named run). Each run owns
+its records: a run's `down` removes a host's `active.json` only when it names that run, so
+stopping an old run never hides the live one. The launch scripts go (they may hold secrets);
+the logs stay. Idempotent: a second `down` finds nothing to stop and says so.
 """
 
 from __future__ import annotations
@@ -25,10 +27,15 @@ STOP_GRACE_S = 20.0
 
 
 def _stop_ops(
-    work: HostWork, run_id: str, plan: Plan | None, tuning: dict[str, Any] | None
+    work: HostWork,
+    run_id: str,
+    plan: Plan | None,
+    tuning: dict[str, Any] | None,
+    grace: float = STOP_GRACE_S,
 ) -> list[dict[str, Any]]:
-    pidfiles = [state.node_files(work.workdir, run_id, n)["pidfile"] for n in work.nodes]
-    pidfiles.append(state.process_files(work.workdir, run_id, "router")["pidfile"])
+    files = [state.node_files(work.workdir, run_id, n) for n in work.nodes]
+    files.append(state.process_files(work.workdir, run_id, "router"))
+    pidfiles = [f["pidfile"] for f in files]
     ports = []
     for node in work.nodes:
         ports += [{"port": p, "bind": node.bind} for p in node.listen.values()]
@@ -39,28 +46,38 @@ def _stop_ops(
             "op": "stop",
             "run_id": run_id,
             "host": work.tag,
-            "grace": STOP_GRACE_S,
+            "grace": grace,
             "pidfiles": pidfiles,
             "ports": ports,
         }
     ]
     if tuning and (tuning.get("governor") or tuning.get("sysctl")):
         ops.append({"op": "restore", **tuning})
-    ops.append({"op": "remove", "paths": [f"{work.workdir}/active.json"]})
+    ops.append({"op": "release", "path": f"{work.workdir}/active.json", "run_id": run_id})
+    # Launch scripts and container env files hold secrets: gone once the run is.
+    secrets = [f["script"] for f in files] + containers.env_files(work, run_id)
+    ops.append({"op": "remove", "paths": secrets})
     return ops
 
 
 def stop_run(
-    cluster: Cluster, plan: Plan, record: state.RunRecord, recap: Recap, restore_tuning: bool
+    cluster: Cluster,
+    plan: Plan,
+    record: state.RunRecord,
+    recap: Recap,
+    restore_tuning: bool,
+    grace: float = STOP_GRACE_S,
 ) -> None:
+    """Stop the run on every host still reachable (a lost one is reported, not waited on)."""
+
     def stop(session: Session, work: HostWork) -> list[dict[str, Any]]:
         tuning = record.tuning.get(work.name) if restore_tuning else None
         # Containers first (stop with grace, remove, by label), then the agent's stop
         # verifies that no process of the run is left and every planned port is free.
-        stopped = containers.stop_results(session, work, record.run_id, STOP_GRACE_S)
-        return stopped + session.agent(_stop_ops(work, record.run_id, plan, tuning))
+        stopped = containers.stop_results(session, work, record.run_id, grace)
+        return stopped + session.agent(_stop_ops(work, record.run_id, plan, tuning, grace))
 
-    cluster.each(list(cluster.sessions), stop, recap, quiet_ok=False)
+    cluster.each(list(cluster.sessions), stop, recap, quiet_ok=False, phase="stop")
 
 
 def down_from_record(
@@ -83,9 +100,14 @@ def down_from_record(
 
 
 def down_from_hosts(
-    inventory: Inventory, console: Console, keep_tuning: bool, accept_new: bool
+    inventory: Inventory,
+    console: Console,
+    keep_tuning: bool,
+    accept_new: bool,
+    run_id: str | None = None,
 ) -> bool:
-    """No local record: ask every inventory host which run it holds, and stop that."""
+    """From the hosts alone: each inventory host's active run (or the run named `run_id`,
+    found by its record in the host's run directory) is stopped there."""
     hosts = {
         name: HostWork(
             name,
@@ -97,15 +119,16 @@ def down_from_hosts(
     }
     recap = Recap(console)
     cluster = Cluster(hosts, console, accept_new)
-    console.rule(f"toolkit down · runs recorded on the hosts of {inventory.path}")
+    which = f"run {run_id}" if run_id else "runs"
+    console.rule(f"toolkit down · {which} recorded on the hosts of {inventory.path}")
     try:
         cluster.connect(recap)
 
         def stop(session: Session, work: HostWork) -> list[dict[str, Any]]:
-            found = session.agent([{"op": "read_file", "path": f"{work.workdir}/active.json"}])[0]
-            if found["status"] != "ok":
-                return [{"task": "stop", "status": "ok", "msg": "no toolkit run recorded here"}]
-            pointer = json.loads(_b64(found["b64"]))
+            pointer = _pointer(session, work, run_id)
+            if pointer is None:
+                what = f"run {run_id}" if run_id else "toolkit run"
+                return [{"task": "stop", "status": "ok", "msg": f"no {what} recorded here"}]
             record = session.agent([{"op": "read_file", "path": f"{pointer['run_dir']}/run.json"}])[
                 0
             ]
@@ -119,11 +142,24 @@ def down_from_hosts(
             stopped = containers.stop_results(session, work, pointer["run_id"], STOP_GRACE_S)
             return stopped + session.agent(_stop_ops(work, pointer["run_id"], plan, tuning))
 
-        cluster.each(list(cluster.sessions), stop, recap)
+        cluster.each(list(cluster.sessions), stop, recap, phase="stop")
     finally:
         cluster.close()
     console.print(recap.table())
     return not recap.failures()
+
+
+def _pointer(session: Session, work: HostWork, run_id: str | None) -> dict[str, Any] | None:
+    """{run_id, run_dir} of the host's active run, or of `run_id` when its record is there."""
+    if run_id is not None:
+        run_dir = state.run_dir(work.workdir, run_id)
+        found = session.agent([{"op": "read_file", "path": f"{run_dir}/run.json"}])[0]
+        return {"run_id": run_id, "run_dir": run_dir} if found["status"] == "ok" else None
+    found = session.agent([{"op": "read_file", "path": f"{work.workdir}/active.json"}])[0]
+    if found["status"] != "ok":
+        return None
+    pointer: dict[str, Any] = json.loads(_b64(found["b64"]))
+    return pointer
 
 
 def _b64(text: str) -> str:

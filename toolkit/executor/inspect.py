@@ -13,8 +13,9 @@ from rich.text import Text
 
 from toolkit.errors import ToolkitError
 from toolkit.executor import containers, state
+from toolkit.executor.cancel import Interrupted, signals
 from toolkit.executor.cluster import Cluster, HostWork, host_work
-from toolkit.executor.session import Session
+from toolkit.executor.session import Session, Unreachable
 from toolkit.render.run import Recap
 
 
@@ -216,7 +217,10 @@ def _follow(
                 console.print(prefix + Text.from_ansi(line), highlight=False, soft_wrap=True)
 
         command = containers.logs_command(box, run_id, lines, follow=True)
-        containers.run_script(session, command, on_line=show)
+        try:
+            containers.run_script(session, command, on_line=show)
+        except Unreachable as exc:
+            show(f"{exc}")
 
     def stream(session: Session) -> None:
         paths = " ".join(shlex.quote(p) for p in chosen[session.name])
@@ -229,7 +233,11 @@ def _follow(
         # Closing the connection does not signal a command without a terminal. Recent GNU tail
         # notices its closed stdout; older ones (coreutils < 8.28) would follow a quiet log
         # forever, so --pid also ends it with its sshd parent.
-        session.run(f"exec tail -n {int(lines)} -F --pid=$PPID {paths} 2>&1", on_line=show)
+        try:
+            session.run(f"exec tail -n {int(lines)} -F --pid=$PPID {paths} 2>&1", on_line=show)
+        except Unreachable as exc:  # keepalives end the stream of a host that went away
+            with lock:
+                console.print(f"[red]{prefix}{exc}[/]", highlight=False)
 
     threads = [
         threading.Thread(target=stream, args=(s,), daemon=True)
@@ -244,8 +252,10 @@ def _follow(
     ]
     for thread in threads:
         thread.start()
-    try:
-        while any(t.is_alive() for t in threads):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+    # Ctrl-C or SIGTERM ends the follow; closing the connections (the caller) ends each tail.
+    with signals(console):
+        try:
+            while any(t.is_alive() for t in threads):
+                time.sleep(0.5)
+        except Interrupted:
+            console.print("[yellow]stopped following; closing the connections[/]")

@@ -12,6 +12,12 @@ the host a login shell, and shells often run heavy rc files (`conda init`, `pyen
 about 0.2 CPU-seconds each on the test hosts), so a command pays for one shell and one Python per
 host, not one per phase. A request made while the agent is busy (stopping a run while
 another phase waits on it) gets a second agent, closed after that request.
+
+Every wait is bounded. Each connection sends an SSH keepalive every KEEPALIVE_S and the
+kernel drops it when what it sent stays unacknowledged for TCP_USER_TIMEOUT_MS, so a host
+whose link or sshd goes away ends every read on it within about 15 s; and the agent writes
+a heartbeat every 2 s while it works, so one silent for SILENCE_S (a hung host, a proxied
+connection the kernel cannot watch) is given up on too. Both surface as `ConnectionLost`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import contextlib
 import json
 import os
 import shlex
+import socket
 import subprocess
 import threading
 import time
@@ -45,12 +52,28 @@ AGENT_CLOSE_TIMEOUT_S = 5.0
 STDERR_KEEP_BYTES = 64 * 1024
 KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
 CONNECT_TIMEOUT_S = 10
+CHANNEL_OPEN_S = 10
+KEEPALIVE_S = 3
+TCP_USER_TIMEOUT_MS = 12_000
+SILENCE_S = 20.0
 T = TypeVar("T")
 Progress = Callable[[dict[str, Any]], None]
 
 
 class Unreachable(Exception):
     """The host could not be connected to (network, authentication or host key)."""
+
+
+class ConnectionLost(Unreachable):
+    """An open connection dropped or stopped answering."""
+
+    def __init__(self, host: str, detail: str, phase: str | None = None) -> None:
+        self.host, self.detail, self.phase = host, detail, phase
+        where = f" during {phase}" if phase else ""
+        super().__init__(f"lost the SSH connection to {host}{where} ({detail})")
+
+    def during(self, phase: str) -> ConnectionLost:
+        return self if self.phase else ConnectionLost(self.host, self.detail, phase)
 
 
 class AgentFailed(Exception):
@@ -78,8 +101,11 @@ class Session:
     connection: Connection
     python: str
     fabric: FabricConnection | None = None
+    # Why the connection was given up on; later requests fail at once instead of waiting.
+    lost: ConnectionLost | None = None
     _agent: _AgentProcess | None = field(default=None, repr=False)
     _agent_busy: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _running: set[_AgentProcess] = field(default_factory=set, repr=False)
 
     @property
     def sudo(self) -> bool:
@@ -101,15 +127,31 @@ class Session:
         """Run a shell command; stream stdout lines to `on_line`. Returns rc, out, err."""
         if self.fabric is None:
             return _run_local(command, stdin, on_line)
+        if self.lost is not None:
+            raise self.lost
         try:
-            return _run_channel(self.fabric, command, stdin, on_line)
+            rc, out, err = _run_channel(self.fabric, command, stdin, on_line)
         except (OSError, paramiko.SSHException, EOFError) as exc:
-            raise Unreachable(f"lost the connection: {exc}") from exc
+            raise self._lose(str(exc) or type(exc).__name__) from exc
+        if rc == -1 and not _settled_connected(self.fabric):
+            raise self._lose("the connection closed")
+        return rc, out, err
+
+    def _lose(self, detail: str) -> ConnectionLost:
+        self.lost = self.lost or ConnectionLost(self.name, detail)
+        return self.lost
+
+    def interrupt(self) -> None:
+        """End every request in flight (Ctrl-C): their readers return at once."""
+        for process in list(self._running):
+            process.close()
 
     def agent(
         self, ops: list[dict[str, Any]], check: bool = False, on_progress: Progress | None = None
     ) -> list[dict[str, Any]]:
         """Run agent tasks as one request; return their results."""
+        if self.lost is not None:
+            raise self.lost
         request = json.dumps({"ops": ops, "check": check})
         try:
             if not self._agent_busy.acquire(blocking=False):
@@ -117,17 +159,28 @@ class Session:
                 # this request gets an agent of its own, closed after it.
                 one_off = self._start_agent()
                 try:
-                    return one_off.request(request, on_progress)
+                    return self._request(one_off, request, on_progress)
                 finally:
                     one_off.close()
             try:
                 if self._agent is None or not self._agent.alive:
                     self._agent = self._start_agent()
-                return self._agent.request(request, on_progress)
+                return self._request(self._agent, request, on_progress)
             finally:
                 self._agent_busy.release()
+        except TimeoutError as exc:
+            raise self._lose(f"no answer for {SILENCE_S:.0f} s") from exc
         except (OSError, paramiko.SSHException, EOFError) as exc:
-            raise Unreachable(f"lost the connection: {exc}") from exc
+            raise self._lose(str(exc) or type(exc).__name__) from exc
+
+    def _request(
+        self, process: _AgentProcess, request: str, on_progress: Progress | None
+    ) -> list[dict[str, Any]]:
+        self._running.add(process)
+        try:
+            return process.request(request, on_progress)
+        finally:
+            self._running.discard(process)
 
     def _start_agent(self) -> _AgentProcess:
         python = f"{self._prefix()}{shlex.quote(self.python)}"
@@ -175,8 +228,10 @@ class _AgentProcess:
 
     @classmethod
     def remote(cls, transport: paramiko.Transport, command: str) -> _AgentProcess:
-        channel = transport.open_session(timeout=30)
+        channel = transport.open_session(timeout=CHANNEL_OPEN_S)
         channel.exec_command(command)
+        # A read that waits longer raises TimeoutError: the agent's heartbeat never stops.
+        channel.settimeout(SILENCE_S)
 
         def finish(wait: bool) -> int | None:
             with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
@@ -239,6 +294,9 @@ class _AgentProcess:
                     return json.loads(line[len(agent.RESULT) :])
                 if line.startswith(agent.PROGRESS) and on_progress:
                     on_progress(json.loads(line[len(agent.PROGRESS) :]))
+        except TimeoutError:
+            self.close()
+            raise
         except (OSError, EOFError, paramiko.SSHException):
             if not self.connected():
                 self.close()
@@ -249,9 +307,13 @@ class _AgentProcess:
             # would be read as the next one's, so never reuse it.
             self.close()
             raise
-        # No result: the agent (or the interpreter, or sudo) is gone.
+        # No result: the agent (or the interpreter, or sudo) is gone, or the connection is.
+        if not self.alive:  # closed on purpose (Ctrl-C): nothing more to learn
+            raise AgentFailed(f"`{self.command}` was interrupted")
         self.alive = False
         rc = self.finish(True)
+        if rc in (None, -1) and not _settled(self.connected):
+            raise EOFError("the connection closed")
         self.error_reader.join(timeout=2)
         detail = self.errors.decode("utf-8", "replace").strip().splitlines()[-3:]
         detail = detail or [f"exit status {rc}"]
@@ -262,6 +324,36 @@ class _AgentProcess:
             self.alive = False
             with contextlib.suppress(OSError, paramiko.SSHException, EOFError, ValueError):
                 self.finish(False)
+
+
+def _settled(connected: Callable[[], bool], wait_s: float = 1.0) -> bool:
+    """Whether the connection is still up once a close has had time to show: a channel ends
+    a moment before its transport reports the connection gone."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if not connected():
+            return False
+        time.sleep(0.05)
+    return connected()
+
+
+def _settled_connected(fab: FabricConnection) -> bool:
+    transport = fab.client.get_transport()
+    return transport is not None and _settled(transport.is_active)
+
+
+def _keep_alive(fab: FabricConnection) -> None:
+    """Keepalives on the host's connection and every ProxyJump hop; where the connection is
+    a TCP socket of ours, the kernel also drops it once they go unanswered."""
+    hop: Any = fab
+    while isinstance(hop, FabricConnection):
+        transport = hop.client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(KEEPALIVE_S)
+            sock = transport.sock
+            if isinstance(sock, socket.socket) and hasattr(socket, "TCP_USER_TIMEOUT"):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, TCP_USER_TIMEOUT_MS)
+        hop = hop.gateway
 
 
 def _transport(fab: FabricConnection) -> paramiko.Transport:
@@ -279,7 +371,7 @@ def _run_channel(
     Paramiko directly rather than Fabric's `run`: Invoke pumps a non-file stdin one byte per
     10 ms, which would take minutes for the agent program.
     """
-    channel = _transport(fab).open_session(timeout=30)
+    channel = _transport(fab).open_session(timeout=CHANNEL_OPEN_S)
     try:
         channel.exec_command(command)
         errors: list[bytes] = []
@@ -382,12 +474,17 @@ def connect(name: str, conn: Connection, python: str, accept_new: bool) -> Sessi
         raise Unreachable(f"{where}: timed out after {CONNECT_TIMEOUT_S} s") from None
     except OSError as exc:
         raise Unreachable(f"{where}: {exc.strerror or exc}") from None
+    _keep_alive(fab)
     session.fabric = fab
     return session
 
 
 def parallel(items: Iterable[T], fn: Callable[[T], Any], workers: int = 16) -> list[Any]:
-    """Call fn on every item at once; each outcome is its return value or its exception."""
+    """Call fn on every item at once; each outcome is its return value or its exception.
+
+    Ctrl-C (or SIGTERM, see `cancel`) reaches the caller at once: the workers still blocked
+    on a host are left to the caller's cleanup (`Session.interrupt`), not waited for.
+    """
     items = list(items)
     if not items:
         return []
@@ -398,5 +495,9 @@ def parallel(items: Iterable[T], fn: Callable[[T], Any], workers: int = 16) -> l
         except Exception as exc:  # kept per host: one bad host never hides the others
             return exc
 
-    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        return list(pool.map(guarded, items))
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(items)))
+    try:
+        futures = [pool.submit(guarded, item) for item in items]
+        return [future.result() for future in futures]
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)

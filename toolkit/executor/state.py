@@ -89,8 +89,9 @@ def load(run_id: str | None = None) -> RunRecord:
         pointer = state_dir() / "current"
         if not pointer.is_file():
             raise ToolkitError(
-                f"no current run in {state_dir()}: start one with `toolkit up`, or name the "
-                "inventory (-i) so toolkit can read the run record kept on the hosts"
+                f"no current run in {state_dir()}: start one with `toolkit up`, or name one "
+                "with --run ID; `toolkit down -i INVENTORY` finds a run from the records kept "
+                "on the hosts"
             )
         run_id = pointer.read_text().strip()
     path = state_dir() / "runs" / f"{run_id}.json"

@@ -8,13 +8,15 @@ live view; a dead process is reported at once) → router (start, /readiness) �
 request. Nothing is changed on any host until every host has passed prepare; `check`
 stops after showing what tune would change.
 Before prepare, `toolkit check` runs on the same connections (unless skip_check): a ✘ stops.
+
+READY means every node answered: a failed node or a lost host fails the run, and Ctrl-C or
+SIGTERM in any phase stops what was started (`unwind`).
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,11 +25,12 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from toolkit.errors import ToolkitError
 from toolkit.executor import containers, state
+from toolkit.executor.cancel import Guard, Interrupted, signals
 from toolkit.executor.check import CheckOptions, preflight
 from toolkit.executor.cluster import Cluster, HostWork, file_op, host_work
-from toolkit.executor.session import Session, parallel
+from toolkit.executor.session import AgentFailed, Session, Unreachable
+from toolkit.executor.unwind import StopAllOnFailure, UpFailed, abort_mark, on_failure, on_interrupt
 from toolkit.plan import NodePlan, Plan
 from toolkit.render.run import ReadinessView, Recap
 from toolkit.render.scripts import ScriptOptions, node_script, process_script
@@ -42,8 +45,7 @@ ROUTER_READY_TIMEOUT_S = 180.0
 SMOKE_PROMPT = "Say READY."
 
 
-class UpFailed(ToolkitError):
-    """`up` stopped; the recap above says where and why."""
+__all__ = ["UpFailed", "UpOptions", "up"]
 
 
 @dataclass(frozen=True)
@@ -70,17 +72,79 @@ def up(plan: Plan, options: UpOptions, console: Console) -> state.RunRecord | No
     )
     mode = "rehearsal" if options.rehearse else "launch"
     console.rule(f"toolkit up {plan.profile} · run {run_id} · {mode} on {len(hosts)} hosts")
+    run = _Run(cluster, plan, record, recap, options, console)
     try:
+        with signals(console) as run.guard:
+            try:
+                return run.phases()
+            except Interrupted as exc:
+                on_interrupt(
+                    cluster,
+                    run.plan,
+                    record,
+                    recap,
+                    console,
+                    run.guard,
+                    run.phase,
+                    run.launched,
+                    exc.signum,
+                )
+                raise
+    finally:
+        cluster.close()
+
+
+class _Run:
+    """One `up`: the phases in order, and where it got to (what Ctrl-C has to undo)."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        plan: Plan,
+        record: state.RunRecord,
+        recap: Recap,
+        options: UpOptions,
+        console: Console,
+    ) -> None:
+        self.cluster, self.plan, self.record, self.recap = cluster, plan, record, recap
+        self.options, self.console = options, console
+        self.guard = Guard(console)
+        self.phase = "connect"
+        self.launched = False
+
+    def failed(self) -> None:
+        on_failure(
+            self.cluster,
+            self.plan,
+            self.record,
+            self.recap,
+            self.options.keep_on_failure,
+            self.console,
+            self.guard,
+        )
+
+    def phases(self) -> state.RunRecord | None:
+        cluster, record, recap, options, console = (
+            self.cluster,
+            self.record,
+            self.recap,
+            self.options,
+            self.console,
+        )
         if cluster.connect(recap):
             _fail(console, recap, "unreachable hosts: nothing was changed")
         if not options.skip_check:  # `toolkit check` first; a ✘ raises CheckFailed
-            checks = CheckOptions(options.rehearse, options.translate_flags)
-            plan = preflight(cluster, plan, checks, console)
-            record.plan = plan.to_dict(mask=True)
+            self.phase = "preflight"
+            checks = CheckOptions(options.rehearse, options.translate_flags, launching=True)
+            self.plan = preflight(cluster, self.plan, checks, console)
+            record.plan = self.plan.to_dict(mask=True)
+        plan = self.plan
+        self.phase = "prepare"
         _prepare(cluster, plan, record, recap)
         if recap.failures():
             _fail(console, recap, "preflight failed: nothing was changed")
-        containers.preflight(cluster, plan, run_id, options.rehearse, recap)  # pulls too
+        self.phase = "container preflight"
+        containers.preflight(cluster, plan, record.run_id, options.rehearse, recap)  # pulls
         if recap.failures():
             _fail(console, recap, "container preflight failed: nothing was started")
         if options.check:
@@ -89,16 +153,23 @@ def up(plan: Plan, options: UpOptions, console: Console) -> state.RunRecord | No
             console.print("[cyan]check mode:[/] nothing was changed, nothing was started")
             return None
         resolved = _resolve_nics(plan, record)
-        _tune_and_launch(cluster, plan, resolved, record, recap, options)
-        state.save(record)
+        self.phase = "launch"
+        state.save(record)  # before anything starts: `toolkit down --run ID` can find it
+        # Not cut in half: the previous tuning values come back with the launch's results.
+        with self.guard.deferred("the launch"):
+            self.launched = True
+            _tune_and_launch(cluster, plan, resolved, record, recap, options)
+            state.save(record)
         if recap.failures():
-            _on_failure(cluster, plan, record, recap, options, console)
+            self.failed()
+        self.phase = "readiness"
         timeout = _readiness_timeout(plan, options)
         if not _wait_nodes(cluster, resolved, record, recap, timeout, options, console):
-            _on_failure(cluster, plan, record, recap, options, console)
+            self.failed()
+        self.phase = "router start"
         answer = _router_and_smoke(cluster, plan, record, recap, console)
         if answer is None:
-            _on_failure(cluster, plan, record, recap, options, console)
+            self.failed()
         console.print(recap.table())
         state.save(record)
         console.print(
@@ -106,8 +177,6 @@ def up(plan: Plan, options: UpOptions, console: Console) -> state.RunRecord | No
             f"on {plan.endpoint.host} answered: {answer!r}"
         )
         return record
-    finally:
-        cluster.close()
 
 
 def _fail(console: Console, recap: Recap, message: str) -> None:
@@ -149,7 +218,7 @@ def _prepare(cluster: Cluster, plan: Plan, record: state.RunRecord, recap: Recap
             ops.append({"op": "nic", "address": work.nodes[0].address, "nic": work.nodes[0].nic})
         return session.agent(ops)
 
-    done = cluster.each(list(cluster.sessions), prepare, recap)
+    done = cluster.each(list(cluster.sessions), prepare, recap, phase="prepare")
     for host, results in done.items():
         for item in results:
             if item["task"] == "nic" and item.get("nic"):
@@ -277,7 +346,8 @@ def _launch_ops(
         argv = rehearsal_argv(plan, node, engine, plan.rehearsal) if rehearse else None
         options = _script_options(record, work.tag, node.name, argv)
         if node.container is not None:
-            options = _container_options(options, node, argv, f"{run_dir}/{node.name}.env")
+            env_file = containers.env_file(work.workdir, record.run_id, node.name)
+            options = _container_options(options, node, argv, env_file)
         script = node_script(plan, node, options)
         files.append((paths["script"], script, "700"))
         starts.append({"op": "start", "name": node.name, **paths})
@@ -314,7 +384,7 @@ def _tune_and_launch(
         ops = _tune_ops(work) if work.name in tuners else []
         return session.agent(ops + _launch_ops(work, plan, nodes, record, options.rehearse))
 
-    done = cluster.each(list(cluster.sessions), work_on, recap)
+    done = cluster.each(list(cluster.sessions), work_on, recap, phase="launch")
     for host, results in done.items():
         _record_tuning(record, host, results)
 
@@ -340,46 +410,6 @@ def _url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
-class _Abort:
-    """Stops every node of the run as soon as one fails (unless --keep-on-failure), so the
-    other hosts' waits end at once instead of at the timeout."""
-
-    def __init__(self, cluster: Cluster, record: state.RunRecord, enabled: bool) -> None:
-        self.cluster, self.record, self.enabled = cluster, record, enabled
-        self.lock = threading.Lock()
-        self.fired = False
-
-    def __call__(self) -> None:
-        with self.lock:
-            if self.fired or not self.enabled:
-                return
-            self.fired = True
-        threading.Thread(target=self._kill, daemon=True).start()
-
-    def _kill(self) -> None:
-        def kill(session: Session) -> Any:
-            work = self.cluster.hosts[session.name]
-            pidfiles = [
-                state.node_files(work.workdir, self.record.run_id, n)["pidfile"] for n in work.nodes
-            ]
-            op = {
-                "op": "stop",
-                "run_id": self.record.run_id,
-                "host": work.tag,
-                "grace": 5,
-                "pidfiles": pidfiles,
-                "ports": [],
-                "mark": _abort_mark(work, self.record),
-            }
-            return session.agent([op])
-
-        parallel(list(self.cluster.sessions.values()), kill)
-
-
-def _abort_mark(work: HostWork, record: state.RunRecord) -> str:
-    return f"{state.run_dir(work.workdir, record.run_id)}/.stopping"
-
-
 def _wait_nodes(
     cluster: Cluster,
     nodes: list[NodePlan],
@@ -398,7 +428,7 @@ def _wait_nodes(
             _target(node.name, node.bind, node.port, files, path)
         )
     console.print(f"waiting for {len(nodes)} nodes (GET {path}, timeout {timeout:.0f} s)")
-    abort = _Abort(cluster, record, enabled=not options.keep_on_failure)
+    abort = StopAllOnFailure(cluster, record, enabled=not options.keep_on_failure)
     with ReadinessView(console, [(n.name, n.host, n.role) for n in nodes]) as view:
 
         def on_progress(event: dict[str, Any]) -> None:
@@ -411,14 +441,20 @@ def _wait_nodes(
                 "op": "wait_http",
                 "targets": targets[work.name],
                 "timeout": timeout,
-                "abort_mark": _abort_mark(work, record),
+                "abort_mark": abort_mark(work, record),
             }
             # The host's run record now carries the tuning to restore (known since launch).
             record_op = file_op([_remote_record(work, record)])
-            return session.agent([record_op, op], on_progress=on_progress)
+            try:
+                return session.agent([record_op, op], on_progress=on_progress)
+            except (Unreachable, AgentFailed):
+                abort()  # a node not confirmed ready fails the run: the others need not wait
+                raise
 
-        done = cluster.each(list(targets), wait, recap, quiet_ok=True)
-    return _report(done, {n.name: n for n in nodes}, console)
+        done = cluster.each(list(targets), wait, recap, quiet_ok=True, phase="readiness")
+    # A host without an answer (lost, or its agent died) has nodes never confirmed ready.
+    answered = set(done) == set(targets)
+    return _report(done, {n.name: n for n in nodes}, console) and answered
 
 
 def _report(done: dict[str, list[dict[str, Any]]], procs: dict[str, Any], console: Console) -> bool:
@@ -450,30 +486,6 @@ def _show_failure(console: Console, name: str, host: str, node: Any, entry: dict
     if lines:
         console.print(f"[bold]last {len(lines)} log lines:[/]")
         console.print(mask_text("\n".join(lines), env), highlight=False, markup=False)
-
-
-def _on_failure(
-    cluster: Cluster,
-    plan: Plan,
-    record: state.RunRecord,
-    recap: Recap,
-    options: UpOptions,
-    console: Console,
-) -> None:
-    if options.keep_on_failure:
-        state.save(record)
-        console.print(recap.table())
-        raise UpFailed(
-            f"run {record.run_id} failed; processes kept (--keep-on-failure): inspect with "
-            "`toolkit status` / `toolkit logs`, stop with `toolkit down`"
-        )
-    from toolkit.executor.down import stop_run
-
-    console.print("[yellow]stopping every node of the run[/]")
-    stop_run(cluster, plan, record, recap, restore_tuning=True)
-    state.forget_current(record.run_id)
-    console.print(recap.table())
-    raise UpFailed(f"run {record.run_id} failed and was stopped")
 
 
 # ----------------------------------------------------------------------------- router
@@ -527,8 +539,10 @@ def _router_and_smoke(
         ]
         console.print(f"starting the router on {host}; waiting for GET {path}")
     ops.append(_smoke_op(plan))
-    done = cluster.each([host], lambda s, w: s.agent(ops), recap)
-    results = done.get(host) or []
+    done = cluster.each([host], lambda s, w: s.agent(ops), recap, phase="router start")
+    if host not in done:
+        return None
+    results = done[host]
     if not _report({host: results}, {"router": plan.router}, console):
         return None
     smoke = next((r for r in results if r["task"] == "http"), None)

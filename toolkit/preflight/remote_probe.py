@@ -249,7 +249,8 @@ def _ioctl_ipv4(name: str) -> list[str]:
 
 
 def _disks(paths: list[str]) -> dict[str, Any]:
-    """Free space for each path, measured at its nearest existing ancestor."""
+    """Free space for each path, measured at its nearest existing ancestor, and whether this
+    user can create files there (a read-only mount or a foreign owner stops `up` midway)."""
     out = {}
     for path in paths:
         checked = os.path.abspath(path)
@@ -257,7 +258,21 @@ def _disks(paths: list[str]) -> dict[str, Any]:
             checked = os.path.dirname(checked)
         usage = shutil.disk_usage(checked)
         out[path] = {"checked": checked, "free_bytes": usage.free, "total_bytes": usage.total}
+        out[path].update(_writable(checked))
     return out
+
+
+def _writable(directory: str) -> dict[str, Any]:
+    """Create and remove a file: the only test that sees read-only mounts, ACLs and quotas."""
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(prefix=".toolkit-write-test-", dir=directory)
+    except OSError as exc:
+        return {"writable": False, "write_error": exc.strerror or str(exc)}
+    os.close(fd)
+    os.unlink(name)
+    return {"writable": True}
 
 
 def _model_dir(path: str | None, max_files: int, max_walk: int) -> dict[str, Any] | None:

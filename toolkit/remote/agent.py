@@ -23,11 +23,25 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from urllib.parse import urlsplit
 
 RESULT = "@@result "
 PROGRESS = "@@progress "
+# Written every HEARTBEAT_S while a request runs: the control side treats a host silent for
+# much longer as one that stopped answering, and a heartbeat that cannot be written (the
+# session is gone) ends this agent instead of letting it wait out its task.
+HEARTBEAT = "@@alive"
+HEARTBEAT_S = 2.0
+_OUT = threading.Lock()
+
+
+def emit(line):
+    """One line to the control side; lines from the heartbeat thread never interleave."""
+    with _OUT:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def result(name, status, msg="", **extra):
@@ -133,6 +147,24 @@ def alive(pid):
             return fh.read().split(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def session_members(sid):
+    """Live PIDs of the session `sid`: a started process and everything it spawned, found
+    even when a program rewrites its environment (the router does), unless it left the
+    session (setsid) on purpose."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as fh:
+                fields = fh.read().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            pids.append(int(entry))
+    return pids
 
 
 def read_pid(path):
@@ -444,8 +476,7 @@ def _exit_code(target):
 def _progress(name, state, elapsed, **extra):
     entry = {"name": name, "state": state, "t": elapsed}
     entry.update(extra)
-    sys.stdout.write(PROGRESS + json.dumps(entry) + "\n")
-    sys.stdout.flush()
+    emit(PROGRESS + json.dumps(entry))
 
 
 def task_probe(args, check):
@@ -522,27 +553,49 @@ def _signal_group(pid, sig):
             os.kill(pid, sig)
 
 
+def _leader(pidfile):
+    """The session the wrapper in `pidfile` leads, or None when that PID now belongs to an
+    unrelated program. A wrapper that already exited still names its session: the kernel
+    does not reuse a PID while it identifies a live session, so its members are ours."""
+    pid = read_pid(pidfile)
+    if pid is None or not alive(pid):
+        return pid
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as fh:
+            argv = fh.read().split(b"\0")
+    except OSError:
+        return pid
+    return pid if (pidfile + ".rc").encode() in argv else None
+
+
 def task_stop(args, check):
-    """Stop every process of the run on this host: SIGTERM, grace, SIGKILL; verify."""
+    """Stop every process of the run on this host: SIGTERM, grace, SIGKILL; verify.
+
+    Each pidfile names a started process that leads its own session: the session's members
+    are stopped with it, so a program that rewrote its environment (the router) is found too.
+    """
     run_id, host = args["run_id"], args["host"]
     if args.get("mark"):  # tells this host's readiness wait that the stop was deliberate
         with contextlib.suppress(OSError), open(args["mark"], "w") as fh:
             fh.write("stopped\n")
-    pids = set(run_processes(run_id, host))
-    for pidfile in args.get("pidfiles", []):
-        pid = read_pid(pidfile)
-        if pid is not None and alive(pid):
-            pids.add(pid)
-    pids = {p for p in pids if alive(p)}
+    leaders = [p for p in (_leader(f) for f in args.get("pidfiles", [])) if p is not None]
+
+    def members():
+        found = set(p for p in run_processes(run_id, host) if alive(p))
+        for leader in leaders:
+            found.update(session_members(leader))
+        return found
+
+    pids = members()
     if not pids:
         found = "nothing to stop"
     else:
         for pid in pids:
             _signal_group(pid, signal.SIGTERM)
         deadline = time.time() + float(args.get("grace", 20))
-        while time.time() < deadline and any(alive(p) for p in pids):
+        while time.time() < deadline and members():
             time.sleep(0.05)
-        killed = [p for p in pids if alive(p)]
+        killed = members()
         for pid in killed:
             _signal_group(pid, signal.SIGKILL)
         if killed:
@@ -552,7 +605,7 @@ def task_stop(args, check):
             "es" if len(pids) != 1 else "",
             " (%d after SIGKILL)" % len(killed) if killed else "",
         )
-    left = [p for p in run_processes(run_id, host) if alive(p)]
+    left = sorted(members())
     listening = listening_ports()
     busy = [
         "%d" % item["port"]
@@ -598,6 +651,22 @@ def task_remove(args, check):
     return result("remove", "ok", "")
 
 
+def task_release(args, check):
+    """Remove the host's pointer to its active run only when it points at this run: an old
+    run's `down` must not orphan the live run's record."""
+    path = args["path"]
+    try:
+        with open(path) as fh:
+            owner = json.load(fh).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return result("release", "ok", "no active run recorded")
+    if owner != args["run_id"]:
+        return result("release", "ok", "active run is %s; its record is kept" % owner)
+    with contextlib.suppress(OSError):
+        os.remove(path)
+    return result("release", "changed", "removed the record of %s" % owner)
+
+
 def task_read_file(args, check):
     try:
         with open(args["path"], "rb") as fh:
@@ -625,8 +694,7 @@ def task_run(args, check):
             log.write(raw)
             log.flush()
             line = raw.decode("utf-8", "replace").rstrip("\n")
-            sys.stdout.write(PROGRESS + json.dumps({"line": line}) + "\n")
-            sys.stdout.flush()
+            emit(PROGRESS + json.dumps({"line": line}))
     rc = proc.wait()
     status = "ok" if rc == 0 else "failed"
     return result("run " + args["name"], status, "exit status %d" % rc, rc=rc)
@@ -647,6 +715,7 @@ TASKS = {
     "stop": task_stop,
     "restore": task_restore,
     "remove": task_remove,
+    "release": task_release,
     "read_file": task_read_file,
     "tail": task_tail,
     "run": task_run,
@@ -664,16 +733,30 @@ def main(request):
         results.extend(out if isinstance(out, list) else [out])
         if op.get("stop_on_failure") and any(r["status"] == "failed" for r in results):
             break
-    sys.stdout.write(RESULT + json.dumps(results) + "\n")
-    sys.stdout.flush()
+    emit(RESULT + json.dumps(results))
+
+
+def _heartbeat(busy):
+    while True:
+        time.sleep(HEARTBEAT_S)
+        if not busy.is_set():
+            continue
+        try:
+            emit(HEARTBEAT)
+        except (OSError, ValueError):
+            os._exit(1)  # nobody is listening: the control side is gone or gave up on us
 
 
 def serve():
     """Answer requests, one JSON line each, until stdin closes (the session ended)."""
+    busy = threading.Event()
+    threading.Thread(target=_heartbeat, args=(busy,), daemon=True).start()
     for line in iter(sys.stdin.buffer.readline, b""):
+        busy.set()
         try:
             main(json.loads(line))
         except Exception as exc:  # a malformed request must not end the session
             failure = result("agent", "failed", "bad request: %s: %s" % (type(exc).__name__, exc))
-            sys.stdout.write(RESULT + json.dumps([failure]) + "\n")
-            sys.stdout.flush()
+            emit(RESULT + json.dumps([failure]))
+        finally:
+            busy.clear()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
+from itertools import pairwise
 
 from toolkit.errors import PlanError
 from toolkit.plan import ContainerPlan
@@ -82,13 +83,34 @@ def plan_container(
         image=spec.image,
         pull=spec.pull,
         name=NAME_FORMAT.format(run="{run}", node=node),
-        options=split_options(spec.options),
+        options=_fit_options(runtime, split_options(spec.options)),
         devices=split_options(spec.devices),
         mounts=list(dict.fromkeys(mounts)),
         entrypoint=entrypoint,
         command=command,
         python=spec.python,
     )
+
+
+def _fit_options(runtime: str, words: list[str]) -> list[str]:
+    """Podman refuses `--shm-size` beside `--ipc=host` ("cannot set shmsize when running in
+    the host IPC namespace"); docker accepts and ignores it, since the container then uses
+    the host's /dev/shm. Seed 001 writes both, so for podman the size is left out."""
+    host_ipc = "--ipc=host" in words or any(
+        a == "--ipc" and b == "host" for a, b in pairwise(words)
+    )
+    if runtime != "podman" or not host_ipc:
+        return words
+    out: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word == "--shm-size":
+            skip = True
+        elif not word.startswith("--shm-size="):
+            out.append(word)
+    return out
 
 
 def command_words(

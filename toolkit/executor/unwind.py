@@ -1,0 +1,164 @@
+"""What `up` does when a run cannot go on: a node failed, a host was lost, or the user
+pressed Ctrl-C (or sent SIGTERM).
+
+Every path ends the same way: what this run started is stopped on every host still
+reachable and the tuning restored there (unless --keep-on-failure), the recap is printed,
+and the message says what was left and the exact `toolkit down` command that finishes it:
+processes on a host whose connection was lost keep running until that host answers again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from rich.console import Console
+
+from toolkit.errors import ToolkitError
+from toolkit.executor import state
+from toolkit.executor.cancel import Abandoned, Guard, Interrupted
+from toolkit.executor.cluster import Cluster, HostWork
+from toolkit.executor.down import stop_run
+from toolkit.executor.session import Session, parallel
+from toolkit.plan import Plan
+from toolkit.render.run import Recap
+
+# SIGTERM, then SIGKILL after this long: a failed or interrupted run is stopped within
+# seconds (a `toolkit down` gives engines longer to exit cleanly).
+UNWIND_GRACE_S = 5.0
+
+
+class UpFailed(ToolkitError):
+    """`up` stopped; the recap above says where and why."""
+
+
+def down_command(record: state.RunRecord) -> str:
+    return f"toolkit down --run {record.run_id}"
+
+
+def _leftovers(cluster: Cluster, record: state.RunRecord) -> str:
+    lost = cluster.lost
+    if not lost:
+        return ""
+    return (
+        f"; {', '.join(lost)} could not be reached, so its processes may still run: "
+        f"`{down_command(record)}` stops them once it answers"
+    )
+
+
+def on_failure(
+    cluster: Cluster,
+    plan: Plan,
+    record: state.RunRecord,
+    recap: Recap,
+    keep: bool,
+    console: Console,
+    guard: Guard,
+) -> None:
+    """A phase failed after launch: stop the run (or keep it), then raise UpFailed."""
+    if keep:
+        state.save(record)
+        console.print(recap.table())
+        raise UpFailed(
+            f"run {record.run_id} failed; processes kept (--keep-on-failure): inspect with "
+            f"`toolkit status` / `toolkit logs`, stop with `{down_command(record)}`"
+        )
+    hosts = cluster.reachable
+    console.print(f"[yellow]stopping every node of the run on {', '.join(hosts)}[/]")
+    _stop(cluster, plan, record, recap, console, guard)
+    console.print(recap.table())
+    raise UpFailed(f"run {record.run_id} failed and was stopped{_leftovers(cluster, record)}")
+
+
+def on_interrupt(
+    cluster: Cluster,
+    plan: Plan,
+    record: state.RunRecord,
+    recap: Recap,
+    console: Console,
+    guard: Guard,
+    phase: str,
+    launched: bool,
+    signum: int,
+) -> None:
+    """Ctrl-C or SIGTERM: stop what the run started; then re-raise as Interrupted."""
+    cluster.interrupt()  # the phase's requests end now; their agents exit on their own
+    if not launched:
+        console.print(f"[yellow]interrupted during {phase}: nothing was started[/]")
+        raise Interrupted(signum)
+    hosts = cluster.reachable
+    console.print(
+        f"[yellow]interrupted during {phase}: stopping run {record.run_id} on "
+        f"{', '.join(hosts)} and restoring tuning (Ctrl-C again to leave that to "
+        f"`{down_command(record)}`)[/]"
+    )
+    state.save(record)
+    _stop(cluster, plan, record, recap, console, guard)
+    console.print(recap.table())
+    stopped = "stopped" if not recap.failures() else "stopped where it could be (see above)"
+    console.print(f"[yellow]run {record.run_id} {stopped}{_leftovers(cluster, record)}[/]")
+    raise Interrupted(signum)
+
+
+def _stop(
+    cluster: Cluster,
+    plan: Plan,
+    record: state.RunRecord,
+    recap: Recap,
+    console: Console,
+    guard: Guard,
+) -> None:
+    try:
+        with guard.cleanup():
+            stop_run(cluster, plan, record, recap, restore_tuning=True, grace=UNWIND_GRACE_S)
+    except Abandoned:
+        state.save(record)
+        console.print(
+            f"[bold yellow]cleanup abandoned:[/] processes of run {record.run_id} may still "
+            f"run; finish with: {down_command(record)}"
+        )
+        raise
+    record.stopped = time.time()
+    state.save(record)
+    state.forget_current(record.run_id)
+
+
+class StopAllOnFailure:
+    """Stops every node of the run as soon as one fails or its host is lost (unless
+    --keep-on-failure), so the other hosts' waits end at once instead of at the timeout."""
+
+    def __init__(self, cluster: Cluster, record: state.RunRecord, enabled: bool) -> None:
+        self.cluster, self.record, self.enabled = cluster, record, enabled
+        self.lock = threading.Lock()
+        self.fired = False
+
+    def __call__(self) -> None:
+        with self.lock:
+            if self.fired or not self.enabled:
+                return
+            self.fired = True
+        threading.Thread(target=self._kill, daemon=True).start()
+
+    def _kill(self) -> None:
+        def kill(session: Session) -> Any:
+            work = self.cluster.hosts[session.name]
+            pidfiles = [
+                state.node_files(work.workdir, self.record.run_id, n)["pidfile"] for n in work.nodes
+            ]
+            op = {
+                "op": "stop",
+                "run_id": self.record.run_id,
+                "host": work.tag,
+                "grace": UNWIND_GRACE_S,
+                "pidfiles": pidfiles,
+                "ports": [],
+                "mark": abort_mark(work, self.record),
+            }
+            return session.agent([op])
+
+        parallel([self.cluster.sessions[n] for n in self.cluster.reachable], kill)
+
+
+def abort_mark(work: HostWork, record: state.RunRecord) -> str:
+    return f"{state.run_dir(work.workdir, record.run_id)}/.stopping"
