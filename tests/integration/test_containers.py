@@ -237,3 +237,20 @@ def test_seed_002_rehearses_in_its_image_with_podman(
         assert not _containers(h1, run_id)
     finally:
         _podman("untag", seed_image, seed_image)
+
+
+def test_check_mode_then_down_from_the_hosts_when_local_state_is_lost(env: Env) -> None:
+    check = env.up("--check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"image {IMAGE} present" in check.stdout and "nothing was started" in check.stdout
+    up = env.up()
+    assert up.returncode == 0, up.stdout + up.stderr
+    run_id = re.search(r"run (\S+)", up.stdout).group(1)
+    shutil.rmtree(env.cwd / "state")
+    down = env.run("down", "-i", str(env.inventory))
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert down.stdout.count("stopped and removed 1 container(s)") == 4, down.stdout
+    for host in env.hosts:
+        assert not _containers(host, run_id)
+        assert not {8000, 8001, 8998, 5000, 6688} & _listening(host)
+    assert not run_processes(env.hosts)

@@ -228,6 +228,9 @@ def test_preflight_findings_from_probe_output() -> None:
     assert "NVIDIA Container Toolkit" in found[4][2]
     assert preflight.findings("podman", "missing", "runtime\tmissing")[0][0] == "failed"
     assert "nvidia-ctk cdi generate" in preflight.findings("podman", "missing", "gpu\tnone")[0][2]
+    # Check mode pulls nothing: an absent image the policy would pull is "would pull".
+    would = preflight.findings("podman", "missing", "image\ta/b:1\tabsent", check=True)
+    assert would == [("changed", "would pull a/b:1", "")]
 
 
 def test_podman_leaves_out_shm_size_beside_host_ipc() -> None:

@@ -44,9 +44,12 @@ def run_script(
     return session.run(f"{prefix}bash -c {shlex.quote(script)}", on_line=on_line)
 
 
-def preflight(cluster: Cluster, plan: Plan, run_id: str, rehearse: bool, recap: Recap) -> None:
+def preflight(
+    cluster: Cluster, plan: Plan, run_id: str, rehearse: bool, recap: Recap, check: bool = False
+) -> None:
     """Runtime present, image present or pulled (every host at once), GPU/NPU access,
-    leftovers of older runs; each finding goes to the recap (a failure stops `up`)."""
+    leftovers of older runs; each finding goes to the recap (a failure stops `up`).
+    `check`: nothing is pulled; an image that would be is reported as such."""
 
     def check(session: Session, work: HostWork) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
@@ -58,7 +61,7 @@ def preflight(cluster: Cluster, plan: Plan, run_id: str, rehearse: bool, recap: 
             script = probe.probe_script(
                 runtime,
                 list(dict.fromkeys(c.image for c in items)),
-                items[0].pull,
+                "never" if check else items[0].pull,
                 work.tag,
                 run_id,
                 gpus="--gpus" in words and not rehearse,
@@ -68,7 +71,7 @@ def preflight(cluster: Cluster, plan: Plan, run_id: str, rehearse: bool, recap: 
             if rc != 0:
                 found.append(_raw(f"{runtime} preflight", "failed", err.strip()[-300:]))
                 continue
-            for status, detail, fix in probe.findings(runtime, items[0].pull, out):
+            for status, detail, fix in probe.findings(runtime, items[0].pull, out, check):
                 msg = f"{detail}; fix: {fix}" if fix else detail
                 found.append(_raw(f"{runtime}", status, msg))
         return found

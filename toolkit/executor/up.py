@@ -144,7 +144,9 @@ class _Run:
         if recap.failures():
             _fail(console, recap, "preflight failed: nothing was changed")
         self.phase = "container preflight"
-        containers.preflight(cluster, plan, record.run_id, options.rehearse, recap)  # pulls
+        containers.preflight(  # pulls the images, unless in check mode
+            cluster, plan, record.run_id, options.rehearse, recap, check=options.check
+        )
         if recap.failures():
             _fail(console, recap, "container preflight failed: nothing was started")
         if options.check:

@@ -96,8 +96,11 @@ def parse_facts(text: str) -> list[list[str]]:
     return [line.split("\t") for line in text.splitlines() if "\t" in line]
 
 
-def findings(runtime: str, pull: str, text: str) -> list[tuple[str, str, str]]:
-    """(status ok/changed/failed, what was found, the fix) for each fact of one host."""
+def findings(runtime: str, pull: str, text: str, check: bool = False) -> list[tuple[str, str, str]]:
+    """(status ok/changed/failed, what was found, the fix) for each fact of one host.
+
+    `check`: the probe ran with pull `never` (check mode changes nothing), so an absent
+    image the policy would pull is "would pull", not a failure."""
     out: list[tuple[str, str, str]] = []
     for fact in parse_facts(text):
         key, value = fact[0], fact[1]
@@ -113,7 +116,11 @@ def findings(runtime: str, pull: str, text: str) -> list[tuple[str, str, str]]:
         elif key == "runtime":
             out.append(("ok", value, ""))
         elif key == "image":
-            out.append(_image(runtime, pull, value, fact[2] if len(fact) > 2 else ""))
+            state = fact[2] if len(fact) > 2 else ""
+            if check and state == "absent" and pull != "never":
+                out.append(("changed", f"would pull {value}", ""))
+            else:
+                out.append(_image(runtime, pull, value, state))
         elif key == "leftover":
             out.append(
                 (
