@@ -15,8 +15,9 @@ import pytest
 
 from tests.unit.test_planner import plan_for
 from toolkit.errors import PlanError
+from toolkit.executor.containers import script_options
 from toolkit.executor.state import RunRecord
-from toolkit.executor.up import ENGINE_FILE, _container_options, _script_options, rehearsal_argv
+from toolkit.executor.up import ENGINE_FILE, _script_options, rehearsal_argv
 from toolkit.inventory import parse_inventory
 from toolkit.plan import plan_from_dict
 from toolkit.planner import build_plan
@@ -84,7 +85,7 @@ def test_seed_002_rehearsal_keeps_the_image_and_wiring_and_runs_the_engine_insid
     engine = f"/var/tmp/toolkit/runs/{RUN}/engine.py"
     argv = rehearsal_argv(plan, node, engine, plan.rehearsal)
     options = _script_options(record, "b200@10.0.0.1", node.name, argv)
-    options = _container_options(options, node, argv, f"/var/tmp/toolkit/runs/{RUN}/m.env")
+    options = script_options(options, node, argv, f"/var/tmp/toolkit/runs/{RUN}/m.env")
     script = node_script(plan, node, options)
     path = tmp_path / "node.sh"
     path.write_text(script)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from toolkit.executor import state
 from toolkit.executor.cluster import Cluster, HostWork
 from toolkit.executor.session import Session, parallel
-from toolkit.plan import ContainerPlan, Plan
+from toolkit.plan import ContainerPlan, NodePlan, Plan
 from toolkit.render.run import Recap
+from toolkit.render.scripts import ScriptOptions
 from toolkit.runtime import container as rt
 from toolkit.runtime import preflight as probe
 
@@ -31,6 +33,20 @@ def env_file(workdir: str, run_id: str, node: str) -> str:
 
 def env_files(work: HostWork, run_id: str) -> list[str]:
     return [env_file(work.workdir, run_id, n.name) for n in work.nodes if n.container]
+
+
+def script_options(
+    options: ScriptOptions, node: NodePlan, argv: list[str] | None, env_file: str
+) -> ScriptOptions:
+    """A container node's launch script: its env file in the run dir; a rehearsal (`argv`
+    given) runs the engine from the workdir mount with the image's python, sourcing what
+    the image has of the profile's `source`."""
+    command = None
+    if argv is not None and node.container is not None:
+        inner = [node.container.python, *argv[1:]]
+        entrypoint, words = rt.command_words(inner, node.source, optional=True)
+        command = (entrypoint, tuple(words))
+    return replace(options, env_file=env_file, container_command=command)
 
 
 def run_script(

@@ -35,7 +35,6 @@ from toolkit.plan import NodePlan, Plan
 from toolkit.render.run import ReadinessView, Recap
 from toolkit.render.scripts import ScriptOptions, node_script, process_script
 from toolkit.roles import load_role, role_defaults
-from toolkit.runtime.container import command_words
 from toolkit.secrets import mask_env, mask_text
 
 GOVERNOR_GLOB = "/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor"
@@ -320,19 +319,6 @@ def _script_options(
     )
 
 
-def _container_options(
-    options: ScriptOptions, node: NodePlan, argv: list[str] | None, env_file: str
-) -> ScriptOptions:
-    """A container node: its env file in the run dir; a rehearsal runs the engine from the
-    workdir mount with the image's python (and sources what the image has of `source`)."""
-    command = None
-    if argv is not None and node.container is not None:
-        inner = [node.container.python, *argv[1:]]
-        entrypoint, words = command_words(inner, node.source, optional=True)
-        command = (entrypoint, tuple(words))
-    return replace(options, env_file=env_file, container_command=command)
-
-
 def _launch_ops(
     work: HostWork, plan: Plan, nodes: list[NodePlan], record: state.RunRecord, rehearse: bool
 ) -> list[dict[str, Any]]:
@@ -349,7 +335,7 @@ def _launch_ops(
         options = _script_options(record, work.tag, node.name, argv)
         if node.container is not None:
             env_file = containers.env_file(work.workdir, record.run_id, node.name)
-            options = _container_options(options, node, argv, env_file)
+            options = containers.script_options(options, node, argv, env_file)
         script = node_script(plan, node, options)
         files.append((paths["script"], script, "700"))
         starts.append({"op": "start", "name": node.name, **paths})
