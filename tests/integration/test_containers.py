@@ -12,10 +12,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import re
 import shutil
+import signal
 import stat
 import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,9 +154,12 @@ def test_up_in_podman_containers_status_logs_down(env: Env) -> None:
     assert logs.returncode == 0, logs.stdout + logs.stderr
     assert "decode0.1 (podman logs)" in logs.stdout and "GET /health" in logs.stdout
 
+    _follow_shows_a_new_request(env, h4)
+
     down = env.run("down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert "stopped and removed 1 container(s)" in down.stdout
+    assert f"logs --tail 2 -f tk-{run_id}" not in _cmdlines().replace("\0", " ")
     for host in env.hosts:
         assert not _containers(host, run_id)
         assert not {8000, 8001, 8998, 5000, 6688} & _listening(host)
@@ -161,6 +168,39 @@ def test_up_in_podman_containers_status_logs_down(env: Env) -> None:
     again = env.run("down")
     assert again.returncode == 0
     assert again.stdout.count("no container of the run") == 4, again.stdout
+
+
+def _follow_shows_a_new_request(env: Env, host: TestHost) -> None:
+    """`logs -f` streams the runtime's log: a request made now shows up in it."""
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "toolkit.cli", "logs", "decode0.1", "-f", "-n", "2"],
+        cwd=env.cwd,
+        env={**env.env, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in follow.stdout], daemon=True).start()
+    try:
+        first = lines.get(timeout=60)
+        assert first.startswith(f"[{host.name} decode0.1] "), first
+        marker = "/health?container-follow-marker"
+        host.run([sys.executable, "-c", _GET, host.address, "8001", marker])
+        seen = [first]
+        while not any(marker in line for line in seen):
+            seen.append(lines.get(timeout=20))
+    finally:
+        follow.send_signal(signal.SIGINT)
+        follow.wait(timeout=30)
+    assert follow.returncode in (0, 130)
+
+
+# http.client, not urllib: no proxy from the environment for a request inside the namespace.
+_GET = (
+    "import sys, http.client; c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), "
+    "timeout=10); c.request('GET', sys.argv[3]); c.getresponse().read()"
+)
 
 
 def test_a_container_that_exits_during_startup_fails_up_with_its_log(env: Env) -> None:
