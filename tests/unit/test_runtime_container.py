@@ -186,6 +186,15 @@ def test_secrets_go_to_the_env_file_not_the_command_line(tmp_path: Path) -> None
     subprocess.run(["bash", "-n", str(path)], check=True)
 
 
+def test_container_names_are_valid_for_any_profile_file_name() -> None:
+    box = plan_for("a3-1p1d-64k", overrides=("container.runtime=podman", "container.image=i"))
+    container = box.nodes[0].container
+    assert container is not None
+    assert rt.container_name(container, "20261201-x-my recipe+v2-ab12") == (
+        "tk-20261201-x-my-recipe-v2-ab12-prefill0.0"
+    )
+
+
 @pytest.mark.parametrize("runtime", ["docker", "podman"])
 def test_stop_ps_and_logs_commands(runtime: str) -> None:
     script = rt.stop_script(runtime, RUN, "h1@10.0.0.1", 20)

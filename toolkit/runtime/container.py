@@ -14,6 +14,7 @@ Worked example (seed 002, `b200-glm5-fp8-vllm`, entrypoint `image`, run R, node 
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Sequence
 from itertools import pairwise
@@ -135,7 +136,13 @@ def command_words(
 
 
 def container_name(container: ContainerPlan, run_id: str) -> str:
-    return container.name.format(run=run_id)
+    return safe_name(container.name.format(run=run_id))
+
+
+def safe_name(text: str) -> str:
+    """Docker and podman take [a-zA-Z0-9][a-zA-Z0-9_.-]* as a name; a user's profile file
+    name (inside the run id) may hold other characters."""
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", text)
 
 
 def labels(run_id: str, node: str, host_tag: str) -> dict[str, str]:

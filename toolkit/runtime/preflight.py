@@ -18,7 +18,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from toolkit.runtime.container import LABEL_HOST
+from toolkit.runtime.container import LABEL_HOST, safe_name
 
 # The Ascend NPU device files and driver mounts SGLang's Ascend documentation lists.
 ASCEND_PATHS = (
@@ -70,7 +70,8 @@ def probe_script(
     ps = shlex.join([runtime, "ps", "-a", "--filter", mine, "--format", "{{.Names}}"])
     lines.append(
         f"{ps} 2>/dev/null | while read -r name; do "
-        f'case "$name" in *{shlex.quote(run_id)}*) ;; *) printf \'leftover\\t%s\\n\' "$name";; '
+        f'case "$name" in *{shlex.quote(safe_name(run_id))}*) ;; '
+        "*) printf 'leftover\\t%s\\n' \"$name\";; "
         "esac; done"
     )
     if gpus:
