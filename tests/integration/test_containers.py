@@ -294,3 +294,13 @@ def test_check_mode_then_down_from_the_hosts_when_local_state_is_lost(env: Env) 
         assert not _containers(host, run_id)
         assert not {8000, 8001, 8998, 5000, 6688} & _listening(host)
     assert not run_processes(env.hosts)
+
+
+def test_an_image_that_cannot_be_pulled_stops_up_before_launch(env: Env) -> None:
+    # localhost has no registry: the pull is tried on every host and fails with its reason.
+    up = env.up("--set", "container.image=localhost/tk-no-such-image:1")
+    out = up.stdout + up.stderr
+    assert up.returncode != 0, out
+    assert out.count("could not pull localhost/tk-no-such-image:1") == 4, out
+    assert "connection refused" in out and "container preflight failed" in out
+    assert not run_processes(env.hosts)

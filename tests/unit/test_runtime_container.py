@@ -237,6 +237,10 @@ def test_preflight_findings_from_probe_output() -> None:
     assert "older run" in found[3][1] and "toolkit down -i" in found[3][2]
     assert "NVIDIA Container Toolkit" in found[4][2]
     assert preflight.findings("podman", "missing", "runtime\tmissing")[0][0] == "failed"
+    failed_pull = "progress\tTrying to pull a/b:1...\nprogress\tError: unauthorized\n"
+    failed_pull += "image\ta/b:1\tpull-failed:125"
+    (finding,) = preflight.findings("podman", "missing", failed_pull)
+    assert finding[0] == "failed" and "pull-failed:125: Error: unauthorized" in finding[1]
     assert "nvidia-ctk cdi generate" in preflight.findings("podman", "missing", "gpu\tnone")[0][2]
     # Check mode pulls nothing: an absent image the policy would pull is "would pull".
     would = preflight.findings("podman", "missing", "image\ta/b:1\tabsent", check=True)

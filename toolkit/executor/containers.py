@@ -67,7 +67,7 @@ def preflight(
     leftovers of older runs; each finding goes to the recap (a failure stops `up`).
     `check`: nothing is pulled; an image that would be is reported as such."""
 
-    def check(session: Session, work: HostWork) -> list[dict[str, Any]]:
+    def probe_host(session: Session, work: HostWork) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         by_runtime: dict[str, list[ContainerPlan]] = {}
         for item in containers_of(work):
@@ -83,7 +83,12 @@ def preflight(
                 gpus="--gpus" in words and not rehearse,
                 ascend=plan.platform == "ascend" and not rehearse,
             )
-            rc, out, err = run_script(session, script)
+
+            def progress(line: str, host: str = work.name) -> None:
+                if line.startswith("progress\t"):
+                    cluster.console.print(f"  [{host}] {line[9:]}", highlight=False, markup=False)
+
+            rc, out, err = run_script(session, script, on_line=progress)
             if rc != 0:
                 found.append(_raw(f"{runtime} preflight", "failed", err.strip()[-300:]))
                 continue
@@ -93,7 +98,7 @@ def preflight(
         return found
 
     names = [n for n in cluster.sessions if containers_of(cluster.hosts[n])]
-    cluster.each(names, check, recap)
+    cluster.each(names, probe_host, recap)
 
 
 def stop_results(session: Session, work: HostWork, run_id: str, grace: float) -> list[dict]:

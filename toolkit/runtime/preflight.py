@@ -43,14 +43,16 @@ def probe_script(
 ) -> str:
     rt = shlex.quote(runtime)
     lines = [
+        "set -o pipefail",
         f"if ! command -v {rt} >/dev/null; then printf 'runtime\\tmissing\\n'; exit 0; fi",
         f'printf "runtime\\t%s\\n" "$({rt} --version 2>&1 | head -n1)"',
     ]
     for image in images:
         img = shlex.quote(image)
         have = f"{rt} image inspect {img} >/dev/null 2>&1"
+        # The pull's own output, one `progress` fact a line, is shown while it runs.
+        get = f"{rt} pull {img} 2>&1 | sed -u 's/^/progress\\t/'"
         if pull == "always":
-            get = f"{rt} pull {img} >&2"
             lines.append(
                 f"if {get}; then printf 'image\\t%s\\tpulled\\n' {img}; "
                 f"else printf 'image\\t%s\\tpull-failed:%s\\n' {img} $?; fi"
@@ -58,7 +60,7 @@ def probe_script(
         elif pull == "missing":
             lines.append(
                 f"if {have}; then printf 'image\\t%s\\tpresent\\n' {img}; "
-                f"elif {rt} pull {img} >&2; then printf 'image\\t%s\\tpulled\\n' {img}; "
+                f"elif {get}; then printf 'image\\t%s\\tpulled\\n' {img}; "
                 f"else printf 'image\\t%s\\tpull-failed:%s\\n' {img} $?; fi"
             )
         else:
@@ -103,8 +105,12 @@ def findings(runtime: str, pull: str, text: str, check: bool = False) -> list[tu
     `check`: the probe ran with pull `never` (check mode changes nothing), so an absent
     image the policy would pull is "would pull", not a failure."""
     out: list[tuple[str, str, str]] = []
+    said = ""  # the last line of a pull, for a failed one
     for fact in parse_facts(text):
         key, value = fact[0], fact[1]
+        if key == "progress":
+            said = value.strip() or said
+            continue
         if key == "runtime" and value == "missing":
             out.append(
                 (
@@ -121,7 +127,7 @@ def findings(runtime: str, pull: str, text: str, check: bool = False) -> list[tu
             if check and state == "absent" and pull != "never":
                 out.append(("changed", f"would pull {value}", ""))
             else:
-                out.append(_image(runtime, pull, value, state))
+                out.append(_image(runtime, pull, value, state, said))
         elif key == "leftover":
             out.append(
                 (
@@ -150,7 +156,7 @@ def findings(runtime: str, pull: str, text: str, check: bool = False) -> list[tu
     return out
 
 
-def _image(runtime: str, pull: str, image: str, state: str) -> tuple[str, str, str]:
+def _image(runtime: str, pull: str, image: str, state: str, said: str = "") -> tuple[str, str, str]:
     if state == "present":
         return ("ok", f"image {image} present", "")
     if state == "pulled":
@@ -164,7 +170,7 @@ def _image(runtime: str, pull: str, image: str, state: str) -> tuple[str, str, s
         )
     return (
         "failed",
-        f"could not pull {image} ({state})",
+        f"could not pull {image} ({state}{': ' + said if said else ''})",
         f"check the image name and the registry login (`{runtime} login`), or load it "
         f"with `{runtime} load`",
     )
