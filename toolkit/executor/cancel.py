@@ -74,12 +74,16 @@ class Guard:
 
     @contextlib.contextmanager
     def cleanup(self) -> Iterator[None]:
-        """A signal inside raises Abandoned."""
+        """A signal inside raises Abandoned (once); after it, signals are ignored."""
         self.mode = "abandon"
         try:
             yield
         finally:
             self.mode = "done"
+
+    def ignore(self) -> None:
+        """From now on signals are ignored (the command is about to end anyway)."""
+        self.mode = "done"
 
 
 @contextlib.contextmanager

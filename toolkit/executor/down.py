@@ -94,7 +94,7 @@ def down_from_record(
         cluster.close()
     if not recap.failures():
         record.stopped = record.stopped or time.time()
-        state.save(record)
+        state.save(record, make_current=False)
     console.print(recap.table())
     return not recap.failures()
 

@@ -76,6 +76,10 @@ class ConnectionLost(Unreachable):
         return self if self.phase else ConnectionLost(self.host, self.detail, phase)
 
 
+class RequestInterrupted(Exception):
+    """The request was ended on purpose (`Session.interrupt`, for Ctrl-C)."""
+
+
 class AgentFailed(Exception):
     """The agent ran but produced no result (interpreter missing, sudo refused, ...)."""
 
@@ -220,6 +224,7 @@ class _AgentProcess:
         self.connected = connected
         self.unsent = b""
         self.alive = True
+        self.why_closed: Callable[[], str] = lambda: "connection closed"
         self.errors = bytearray()
         self.error_reader = threading.Thread(
             target=self._keep_errors, args=(read_errors,), daemon=True
@@ -248,7 +253,9 @@ class _AgentProcess:
 
         read_errors = lambda: channel.recv_stderr(4096)  # noqa: E731
         stdout = channel.makefile("rb")
-        return cls(command, channel.sendall, stdout, read_errors, finish, transport.is_active)
+        process = cls(command, channel.sendall, stdout, read_errors, finish, transport.is_active)
+        process.why_closed = lambda: str(transport.get_exception() or "") or "connection closed"
+        return process
 
     @classmethod
     def local(cls, command: str) -> _AgentProcess:
@@ -309,11 +316,11 @@ class _AgentProcess:
             raise
         # No result: the agent (or the interpreter, or sudo) is gone, or the connection is.
         if not self.alive:  # closed on purpose (Ctrl-C): nothing more to learn
-            raise AgentFailed(f"`{self.command}` was interrupted")
+            raise RequestInterrupted(f"`{self.command}` was interrupted")
         self.alive = False
         rc = self.finish(True)
         if rc in (None, -1) and not _settled(self.connected):
-            raise EOFError("the connection closed")
+            raise EOFError(self.why_closed())
         self.error_reader.join(timeout=2)
         detail = self.errors.decode("utf-8", "replace").strip().splitlines()[-3:]
         detail = detail or [f"exit status {rc}"]

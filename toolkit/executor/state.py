@@ -71,7 +71,9 @@ class RunRecord:
         return cls(**json.loads(text))
 
 
-def save(record: RunRecord) -> Path:
+def save(record: RunRecord, make_current: bool = True) -> Path:
+    """Write the record; `make_current`: later commands without --run default to it (`down`
+    of an older run must not take that from the live one)."""
     runs = state_dir() / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     path = runs / f"{record.run_id}.json"
@@ -79,7 +81,8 @@ def save(record: RunRecord) -> Path:
     tmp.write_text(record.to_json())
     tmp.chmod(0o600)
     tmp.replace(path)
-    (state_dir() / "current").write_text(record.run_id + "\n")
+    if make_current:
+        (state_dir() / "current").write_text(record.run_id + "\n")
     return path
 
 

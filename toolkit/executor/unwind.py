@@ -9,8 +9,10 @@ processes on a host whose connection was lost keep running until that host answe
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -58,15 +60,18 @@ def on_failure(
 ) -> None:
     """A phase failed after launch: stop the run (or keep it), then raise UpFailed."""
     if keep:
+        guard.ignore()
         state.save(record)
         console.print(recap.table())
         raise UpFailed(
             f"run {record.run_id} failed; processes kept (--keep-on-failure): inspect with "
             f"`toolkit status` / `toolkit logs`, stop with `{down_command(record)}`"
         )
-    hosts = cluster.reachable
-    console.print(f"[yellow]stopping every node of the run on {', '.join(hosts)}[/]")
-    _stop(cluster, plan, record, recap, console, guard)
+    with _cleanup(record, console, guard):
+        console.print(
+            f"[yellow]stopping every node of the run on {', '.join(cluster.reachable)}[/]"
+        )
+        _stop(cluster, plan, record, recap)
     console.print(recap.table())
     raise UpFailed(f"run {record.run_id} failed and was stopped{_leftovers(cluster, record)}")
 
@@ -83,44 +88,44 @@ def on_interrupt(
     signum: int,
 ) -> None:
     """Ctrl-C or SIGTERM: stop what the run started; then re-raise as Interrupted."""
-    cluster.interrupt()  # the phase's requests end now; their agents exit on their own
     if not launched:
+        guard.ignore()
+        cluster.interrupt()  # the phase's requests end now; their agents exit on their own
         console.print(f"[yellow]interrupted during {phase}: nothing was started[/]")
         raise Interrupted(signum)
-    hosts = cluster.reachable
-    console.print(
-        f"[yellow]interrupted during {phase}: stopping run {record.run_id} on "
-        f"{', '.join(hosts)} and restoring tuning (Ctrl-C again to leave that to "
-        f"`{down_command(record)}`)[/]"
-    )
-    state.save(record)
-    _stop(cluster, plan, record, recap, console, guard)
+    with _cleanup(record, console, guard):
+        cluster.interrupt()
+        console.print(
+            f"[yellow]interrupted during {phase}: stopping run {record.run_id} on "
+            f"{', '.join(cluster.reachable)} and restoring tuning (Ctrl-C again to leave "
+            f"that to `{down_command(record)}`)[/]"
+        )
+        _stop(cluster, plan, record, recap)
     console.print(recap.table())
     stopped = "stopped" if not recap.failures() else "stopped where it could be (see above)"
     console.print(f"[yellow]run {record.run_id} {stopped}{_leftovers(cluster, record)}[/]")
     raise Interrupted(signum)
 
 
-def _stop(
-    cluster: Cluster,
-    plan: Plan,
-    record: state.RunRecord,
-    recap: Recap,
-    console: Console,
-    guard: Guard,
-) -> None:
+@contextlib.contextmanager
+def _cleanup(record: state.RunRecord, console: Console, guard: Guard) -> Iterator[None]:
+    """A second signal in here abandons the cleanup, with the command that finishes it."""
     try:
         with guard.cleanup():
-            stop_run(cluster, plan, record, recap, restore_tuning=True, grace=UNWIND_GRACE_S)
+            state.save(record)  # what `toolkit down --run ID` reads
+            yield
     except Abandoned:
-        state.save(record)
         console.print(
             f"[bold yellow]cleanup abandoned:[/] processes of run {record.run_id} may still "
             f"run; finish with: {down_command(record)}"
         )
         raise
+
+
+def _stop(cluster: Cluster, plan: Plan, record: state.RunRecord, recap: Recap) -> None:
+    stop_run(cluster, plan, record, recap, restore_tuning=True, grace=UNWIND_GRACE_S)
     record.stopped = time.time()
-    state.save(record)
+    state.save(record, make_current=False)
     state.forget_current(record.run_id)
 
 

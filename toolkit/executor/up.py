@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.text import Text
 
 from toolkit.executor import containers, state
-from toolkit.executor.cancel import Guard, Interrupted, signals
+from toolkit.executor.cancel import Abandoned, Guard, Interrupted, signals
 from toolkit.executor.check import CheckOptions, preflight
 from toolkit.executor.cluster import Cluster, HostWork, file_op, host_work
 from toolkit.executor.session import AgentFailed, Session, Unreachable
@@ -76,6 +76,8 @@ def up(plan: Plan, options: UpOptions, console: Console) -> state.RunRecord | No
         with signals(console) as run.guard:
             try:
                 return run.phases()
+            except Abandoned:
+                raise  # a second signal during a cleanup: already said what is left
             except Interrupted as exc:
                 on_interrupt(
                     cluster,

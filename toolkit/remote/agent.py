@@ -607,11 +607,10 @@ def task_stop(args, check):
         )
     left = sorted(members())
     listening = listening_ports()
-    busy = [
-        "%d" % item["port"]
-        for item in args.get("ports", [])
-        if port_in_use(item["port"], item["bind"], listening)
-    ]
+    # Ports are this run's to free only if it ran here: with nothing of it found, whoever
+    # holds them (a later run on the same ports) is not ours to report.
+    ports = args.get("ports", []) if pids else []
+    busy = ["%d" % p["port"] for p in ports if port_in_use(p["port"], p["bind"], listening)]
     if left or busy:
         return result(
             "stop",
