@@ -283,6 +283,18 @@ def test_check_mode_then_down_from_the_hosts_when_local_state_is_lost(env: Env) 
     check = env.up("--check")
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"image {IMAGE} present" in check.stdout and "nothing was started" in check.stdout
+    # `toolkit check` has a container row; it pulls nothing.
+    absent = "localhost/tk-absent:1"
+    report = env.run(
+        "check", "-p", PROFILE, "-i", str(env.inventory), "--rehearse", "--format", "json",
+        "--set", "container.runtime=podman", "--set", f"container.image={absent}",
+    )  # fmt: skip
+    assert report.stdout.startswith("{"), report.stdout + report.stderr
+    cells = [f for f in json.loads(report.stdout)["findings"] if f["check"] == "container"]
+    assert len(cells) == 4 and all(c["status"] == "ok" for c in cells), report.stdout
+    assert all(c["summary"] == f"would pull {absent}" for c in cells)
+    assert "podman version" in cells[0]["detail"]
+    assert _podman("image", "exists", absent).returncode != 0
     up = env.up()
     assert up.returncode == 0, up.stdout + up.stderr
     run_id = re.search(r"run (\S+)", up.stdout).group(1)

@@ -32,6 +32,7 @@ CHECKS: dict[str, str] = {
     "clock": "clock skew between hosts",
     "flags": "planned flags against the installed engine",
     "reach": "TCP paths to bootstrap, dist-init and store ports",
+    "container": "container runtime, image (pulled by `up`), GPU/NPU access, leftovers",
 }
 
 

@@ -12,7 +12,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from rich.console import Console
+
 from toolkit.executor import state
+from toolkit.executor.check_facts import Finding
 from toolkit.executor.cluster import Cluster, HostWork
 from toolkit.executor.session import Session, parallel
 from toolkit.plan import ContainerPlan, NodePlan, Plan
@@ -99,6 +102,32 @@ def preflight(
 
     names = [n for n in cluster.sessions if containers_of(cluster.hosts[n])]
     cluster.each(names, probe_host, recap)
+
+
+def check_findings(cluster: Cluster, plan: Plan, rehearse: bool) -> list[Finding]:
+    """`toolkit check`'s container row: the preflight without pulling, one cell per host
+    (leftover containers are not judged: check knows no run)."""
+    recap = Recap(Console(quiet=True))
+    preflight(cluster, plan, "", rehearse, recap, check=True)
+    out = []
+    for host in cluster.sessions:
+        mine = [r for r in recap.results if r.host == host]
+        if not mine:
+            continue
+        bad = [r for r in mine if r.status in ("failed", "unreachable")]
+        pulls = [r.msg for r in mine if r.msg.startswith("would pull")]
+        summary = bad[0].msg.split(";")[0] if bad else (pulls[0] if pulls else mine[0].msg)
+        out.append(
+            Finding(
+                host,
+                "container",
+                "failed" if bad else "ok",
+                summary[:40],
+                "; ".join(r.msg for r in mine),
+                "; ".join(r.msg.split("fix: ", 1)[1] for r in bad if "fix: " in r.msg),
+            )
+        )
+    return out
 
 
 def stop_results(session: Session, work: HostWork, run_id: str, grace: float) -> list[dict]:
