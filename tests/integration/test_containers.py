@@ -211,6 +211,7 @@ def test_a_container_that_exits_during_startup_fails_up_with_its_log(env: Env) -
     assert up.returncode != 0, out
     assert re.search(r"decode0\.[01] on tkt-h[34] failed", out), out
     assert "log lines" in out and "failed and was stopped" in out
+    assert "Simulated crash after 1" in out  # the container's own output, in the panel
     run_id = re.search(r"run (\S+)", up.stdout).group(1)
     for host in env.hosts:
         assert not _containers(host, run_id), out
