@@ -209,6 +209,7 @@ def _follow(
     run_id: str,
 ) -> None:
     lock = threading.Lock()
+    ending = threading.Event()  # the streams end because we close them: nothing to report
 
     def stream_box(session: Session, name: str, box: Any) -> None:
         def show(line: str) -> None:
@@ -236,8 +237,9 @@ def _follow(
         try:
             session.run(f"exec tail -n {int(lines)} -F --pid=$PPID {paths} 2>&1", on_line=show)
         except Unreachable as exc:  # keepalives end the stream of a host that went away
-            with lock:
-                console.print(f"[red]{prefix}{exc}[/]", highlight=False)
+            if not ending.is_set():
+                with lock:
+                    console.print(f"[red]{prefix}{exc}[/]", highlight=False)
 
     threads = [
         threading.Thread(target=stream, args=(s,), daemon=True)
@@ -259,3 +261,5 @@ def _follow(
                 time.sleep(0.5)
         except Interrupted:
             console.print("[yellow]stopped following; closing the connections[/]")
+        finally:
+            ending.set()

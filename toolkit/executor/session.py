@@ -224,7 +224,7 @@ class _AgentProcess:
         self.connected = connected
         self.unsent = b""
         self.alive = True
-        self.why_closed: Callable[[], str] = lambda: "connection closed"
+        self.why_closed: Callable[[], str] = lambda: "connection dropped"
         self.errors = bytearray()
         self.error_reader = threading.Thread(
             target=self._keep_errors, args=(read_errors,), daemon=True
@@ -254,7 +254,9 @@ class _AgentProcess:
         read_errors = lambda: channel.recv_stderr(4096)  # noqa: E731
         stdout = channel.makefile("rb")
         process = cls(command, channel.sendall, stdout, read_errors, finish, transport.is_active)
-        process.why_closed = lambda: str(transport.get_exception() or "") or "connection closed"
+        # Paramiko keeps why its connection ended (a reset, a timeout); a keepalive that could
+        # not be sent shows as a bare EOF.
+        process.why_closed = lambda: str(transport.get_exception() or "") or "connection dropped"
         return process
 
     @classmethod
