@@ -221,7 +221,8 @@ def _follow(
         try:
             containers.run_script(session, command, on_line=show)
         except Unreachable as exc:
-            show(f"{exc}")
+            if not ending.is_set():
+                show(f"{exc}")
 
     def stream(session: Session) -> None:
         paths = " ".join(shlex.quote(p) for p in chosen[session.name])
