@@ -162,6 +162,10 @@ def test_seed_004_asks_for_its_image_by_name() -> None:
     assert "--set container.image=" in message and "container.runtime=none" in message
     host = _plan("rtxpro6000-glm52-reap-vllm", overrides=("container.runtime=none",))
     assert host.nodes[0].container is None
+    given = _plan("rtxpro6000-glm52-reap-vllm", overrides=("container.image=v:b12x",))
+    box = given.nodes[0].container
+    assert box is not None and box.entrypoint == "/opt/venv/bin/python"  # the image's venv
+    assert box.command[:3] == ["-m", "vllm.entrypoints.cli.main", "serve"]
 
 
 def test_inventory_container_runtime_wins_and_is_checked() -> None:
