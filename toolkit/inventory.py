@@ -41,8 +41,9 @@ TOOLKIT_VARS = {
     "nic": str,
     "python": str,
     "workdir": str,
-    # docker | podman | none: overrides the profile's container.runtime for this host.
+    # docker | podman | none, and the image: override the profile's container section here.
     "container_runtime": str,
+    "container_image": str,
 }
 KNOWN_VARS = {**CONNECTION_VARS, **TOOLKIT_VARS}
 CONNECTIONS = ("ssh", "local")
@@ -70,6 +71,7 @@ class Host:
     nic: str | None = None
     groups: tuple[str, ...] = ()
     container_runtime: str | None = None
+    container_image: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -252,6 +254,7 @@ def _make_host(name: str, walker: _Walker) -> Host:
         nic=_opt_str(merged.get("nic")),
         groups=groups,
         container_runtime=_opt_str(merged.get("container_runtime")),
+        container_image=_opt_str(merged.get("container_image")),
     )
 
 

@@ -180,6 +180,7 @@ def _plan_role(
         container = plan_container(
             profile.container,
             host.container_runtime,
+            host.container_image,
             profile=profile.name,
             node=f"{role_name}{instance}.{rank}",
             argv=argv,

@@ -175,6 +175,8 @@ def test_inventory_container_runtime_wins_and_is_checked() -> None:
     assert _plan("b200-glm5-fp8-vllm", bare).nodes[0].container is None
     podman = bare.replace("container_runtime: none", "container_runtime: podman")
     assert _plan("b200-glm5-fp8-vllm", podman).nodes[0].container.runtime == "podman"
+    image = podman.replace("container_runtime: podman", "container_image: mine/vllm:1")
+    assert _plan("b200-glm5-fp8-vllm", image).nodes[0].container.image == "mine/vllm:1"
     with pytest.raises(PlanError, match="use docker, podman or none"):
         _plan("b200-glm5-fp8-vllm", bare.replace("none", "lxc"))
 

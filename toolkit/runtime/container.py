@@ -41,6 +41,7 @@ def split_options(options: Sequence[str]) -> list[str]:
 def plan_container(
     spec: Container,
     host_runtime: str | None,
+    host_image: str | None,
     *,
     profile: str,
     node: str,
@@ -51,10 +52,12 @@ def plan_container(
 ) -> ContainerPlan | None:
     """The node's container, or None when it runs on the host.
 
-    `argv` is the planned argv ([python, -m, module, ...]); `engine_words` how many of its
-    first words an image entrypoint such as `vllm serve` stands for.
+    The inventory's `container_runtime` / `container_image` (per host or group) win over the
+    profile's. `argv` is the planned argv ([python, -m, module, ...]); `engine_words` how
+    many of its first words an image entrypoint such as `vllm serve` stands for.
     """
     runtime = host_runtime or spec.runtime
+    image = host_image or spec.image
     if runtime == "none":
         return None
     if runtime not in RUNTIMES:
@@ -62,12 +65,12 @@ def plan_container(
             f"container_runtime {runtime!r} for {node}: use docker, podman or none "
             "(inventory variable container_runtime, or --set container.runtime=...)"
         )
-    if not spec.image:
+    if not image:
         hint = f" ({spec.image_hint})" if spec.image_hint else ""
         raise PlanError(
             f"profile {profile} runs its engine in a container but names no image{hint}: "
-            "pass --set container.image=REPOSITORY:TAG, or --set container.runtime=none "
-            "to launch on the host"
+            "pass --set container.image=REPOSITORY:TAG (or container_image in the "
+            "inventory), or --set container.runtime=none to launch on the host"
         )
     inner = [spec.python, *argv[1:]]
     if spec.entrypoint == "image":
@@ -81,7 +84,7 @@ def plan_container(
         entrypoint, command = command_words(inner, source, optional=False)
     return ContainerPlan(
         runtime=runtime,
-        image=spec.image,
+        image=image,
         pull=spec.pull,
         name=NAME_FORMAT.format(run="{run}", node=node),
         options=_fit_options(runtime, split_options(spec.options)),
