@@ -8,8 +8,8 @@ Worked example (seed 002, `b200-glm5-fp8-vllm`, entrypoint `image`, run R, node 
 
     docker run --name tk-R-mixed0.0 --label toolkit.run=R --label toolkit.node=mixed0.0
       --label toolkit.host=h1@10.0.0.1 --network host --env-file <run dir>/mixed0.0.env
-      -v <workdir>:<workdir> --gpus all --ipc host vllm/vllm-openai:v0.16.0
-      zai-org/GLM-5-FP8 --max-model-len 32768 --gpu-memory-utilization 0.90 ...
+      -v <workdir>:<workdir> --ipc=host -v /root/.cache/huggingface:/root/.cache/huggingface
+      --gpus all vllm/vllm-openai:v0.16.0 zai-org/GLM-5-FP8 --max-model-len 32768 ...
 """
 
 from __future__ import annotations
@@ -165,9 +165,9 @@ def run_argv(
     """`<runtime> run` for one node, attached (the launch script's process follows the
     container: its output is the node's log, its exit is the container's).
 
-    A rehearsal leaves out `devices` (there are no GPUs or NPUs to hand over) and mounts
-    only what exists (see `mount_words`); `command` replaces the planned entrypoint and
-    command (the rehearsal engine).
+    A rehearsal leaves out `devices` (there are no GPUs or NPUs to hand over) and the
+    same-path mounts (its launch script mounts only those that exist on the host);
+    `command` replaces the planned entrypoint and command (the rehearsal engine).
     """
     argv = [container.runtime, "run", "--name", container_name(container, run_id)]
     for key, value in labels(run_id, node, host_tag).items():
@@ -178,14 +178,8 @@ def run_argv(
     argv += container.options
     if not rehearse:
         argv += container.devices
-    entrypoint, words = (
-        command
-        if command is not None
-        else (
-            container.entrypoint,
-            container.command,
-        )
-    )
+    planned = (container.entrypoint, container.command)
+    entrypoint, words = command if command is not None else planned
     if entrypoint is not None:
         argv += ["--entrypoint", entrypoint]
     return [*argv, container.image, *words]
