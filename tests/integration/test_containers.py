@@ -244,8 +244,6 @@ def test_seed_002_rehearses_in_its_image_with_podman(
     (a local image under that name stands in: no registry is reachable)."""
     seed_image = "docker.io/vllm/vllm-openai:v0.16.0"
     assert _podman("tag", IMAGE, seed_image).returncode == 0
-    # The recipe's cache mount must exist on the host (docker would create it, podman not).
-    Path("/root/.cache/huggingface").mkdir(parents=True, exist_ok=True)
     h1 = podman_cluster.hosts[0]
     inventory = podman_cluster.write_inventory(
         tmp_path / "mixed.yaml", {"mixed": [h1]}, {"python": HOST_PYTHON},

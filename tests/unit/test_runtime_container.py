@@ -102,10 +102,14 @@ def test_seed_002_rehearsal_keeps_the_image_and_wiring_and_runs_the_engine_insid
         "--trust-remote-code", "--tensor-parallel-size", "8",
     ]  # fmt: skip
     assert ENGINE_FILE.name == "engine.py"
-    # Mounts that exist on the host are added by the script (the workdir holds the engine).
+    # Mounts that exist on the host are added by the script (the workdir holds the engine),
+    # the recipe's volumes too.
     assert "if [ -e /var/tmp/toolkit ]; then mounts+=(-v /var/tmp/toolkit:/var/tmp/toolkit)" in (
         script
     )
+    cache = "/root/.cache/huggingface"
+    assert f"if [ -e {cache} ]; then mounts+=(-v {cache}:{cache}); fi" in script
+    assert "-v" not in words  # nothing mounted unconditionally
 
 
 def test_seed_001_replaces_the_entrypoint_with_the_planned_sglang() -> None:

@@ -150,7 +150,7 @@ def _container_script(plan: Plan, node: NodePlan, options: ScriptOptions, title:
         secret_names=[] if options.inline_secrets else [k for k in env if is_secret(k)],
         env_names=[*node.nic_env, *env],
         env_file=options.env_file,
-        optional_mounts=container.mounts if rehearse else [],
+        optional_mounts=runtime.rehearsal_mounts(container) if rehearse else [],
         run_argv_head=run_argv[:at],
         run_argv_tail=run_argv[at + 1 :],
     )

@@ -174,8 +174,9 @@ def run_argv(
         argv += ["--label", f"{key}={value}"]
     argv += ["--network", "host", "--env-file", env_file]
     if not rehearse:
-        argv += mount_words(container.mounts)
-    argv += container.options
+        argv += [*mount_words(container.mounts), *container.options]
+    else:
+        argv += split_volumes(container.options)[0]
     if not rehearse:
         argv += container.devices
     planned = (container.entrypoint, container.command)
@@ -183,6 +184,33 @@ def run_argv(
     if entrypoint is not None:
         argv += ["--entrypoint", entrypoint]
     return [*argv, container.image, *words]
+
+
+def split_volumes(words: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Options → (the options without volumes, each `-v`/`--volume` spec)."""
+    rest: list[str] = []
+    volumes: list[str] = []
+    taking = False
+    for word in words:
+        if taking:
+            volumes.append(word)
+            taking = False
+        elif word in ("-v", "--volume"):
+            taking = True
+        elif word.startswith("--volume="):
+            volumes.append(word.removeprefix("--volume="))
+        else:
+            rest.append(word)
+    return rest, volumes
+
+
+def rehearsal_mounts(container: ContainerPlan) -> list[tuple[str, str]]:
+    """(host path, volume spec) of every mount, for a rehearsal's launch script to mount
+    where the host path exists: a rehearsal host need not have the model, the CANN
+    scripts or the recipe's cache directory (docker would create a missing one; podman
+    refuses to start)."""
+    same = [(path, f"{path}:{path}") for path in container.mounts]
+    return same + [(spec.split(":", 1)[0], spec) for spec in split_volumes(container.options)[1]]
 
 
 def mount_words(paths: Sequence[str]) -> list[str]:
