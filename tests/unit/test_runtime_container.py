@@ -189,7 +189,7 @@ def test_secrets_go_to_the_env_file_not_the_command_line(tmp_path: Path) -> None
     plan = _plan("b200-glm5-fp8-vllm", overrides=("env.HF_TOKEN=hf_abcdefgh",))
     script = node_script(plan, plan.nodes[0], ScriptOptions())
     assert "hf_abcdefgh" not in script  # `plan --format sh`: read from the environment
-    assert 'printf \'%s=%s\\n\' "$name" "${!name}"; done > "$env_file"' in script
+    assert 'printf \'%s=%s\\n\' "$name" "${!name}"\ndone > "$env_file"' in script
     assert "umask 077" in script
     path = tmp_path / "s.sh"
     path.write_text(script)
@@ -264,3 +264,13 @@ def test_podman_leaves_out_shm_size_beside_host_ipc() -> None:
     box = podman.nodes[0].container
     assert box is not None and "--ipc=host" in box.options
     assert not any(word.startswith("--shm-size") for word in box.options)
+
+
+def test_a_value_with_a_newline_stops_the_launch_script_by_name(tmp_path: Path) -> None:
+    plan = _plan("b200-glm5-fp8-vllm", overrides=('env.BAD="one\\ntwo"',))
+    options = ScriptOptions(inline_secrets=True, env_file=str(tmp_path / "n.env"))
+    path = tmp_path / "node.sh"
+    path.write_text(node_script(plan, plan.nodes[0], options))
+    ran = subprocess.run(["bash", str(path)], capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 1
+    assert "BAD holds a newline; an env file cannot carry it" in ran.stderr
