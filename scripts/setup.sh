@@ -65,3 +65,8 @@ fi
 if [ -n "${CI:-}" ] || [ "${TOOLKIT_REAL_ENGINES:-}" = 1 ]; then
   bash scripts/setup-engines.sh
 fi
+
+# Container tests: podman + runc and a local base image (built once, cached).
+if [ "$(id -u)" = 0 ]; then
+  bash scripts/container-test-image.sh
+fi

@@ -44,6 +44,9 @@ TOOLKIT_VARS = {
     "nic": str,
     "python": str,
     "workdir": str,
+    # docker | podman | none, and the image: override the profile's container section here.
+    "container_runtime": str,
+    "container_image": str,
 }
 KNOWN_VARS = {**CONNECTION_VARS, **TOOLKIT_VARS}
 CONNECTIONS = ("ssh", "local")
@@ -87,6 +90,8 @@ class Host:
     model_path: str | None = None
     nic: str | None = None
     groups: tuple[str, ...] = ()
+    container_runtime: str | None = None
+    container_image: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -308,6 +313,8 @@ def _make_host(name: str, walker: _Walker, rank: dict[str, int]) -> Host:
         model_path=_opt_str(merged.get("model_path")),
         nic=_opt_str(merged.get("nic")),
         groups=groups,
+        container_runtime=_opt_str(merged.get("container_runtime")),
+        container_image=_opt_str(merged.get("container_image")),
     )
 
 

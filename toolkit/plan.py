@@ -39,6 +39,28 @@ class Connection:
 
 
 @dataclass(frozen=True)
+class ContainerPlan:
+    """How a node runs in a container image; `toolkit.runtime` renders it for docker/podman.
+
+    `name` holds `{run}`, filled with the run id at launch. `mounts` are host paths mounted
+    at the same path (model, workdir, sourced files). `entrypoint` (None: the image's own)
+    and `command` are what follows the image on the run command line; the network is always
+    the host's, so the plan's addresses and ports hold inside the container.
+    """
+
+    runtime: str
+    image: str
+    pull: str
+    name: str
+    options: list[str]
+    devices: list[str]
+    mounts: list[str]
+    entrypoint: str | None
+    command: list[str]
+    python: str
+
+
+@dataclass(frozen=True)
 class NodePlan:
     """One serving process on one host.
 
@@ -66,6 +88,8 @@ class NodePlan:
     nic: str | None = None
     # Variables to set to the NIC when `nic` is not known yet (detected at `up`).
     nic_env: list[str] = field(default_factory=list)
+    # None: a process on the host; otherwise the container it runs in.
+    container: ContainerPlan | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -191,6 +215,8 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
         fields = {k: v for k, v in raw.items() if k not in ("name", "is_leader")}
         fields["tuning"] = Tuning(**raw["tuning"])
         fields["connection"] = conn(raw["connection"])
+        if raw.get("container"):
+            fields["container"] = ContainerPlan(**raw["container"])
         nodes.append(NodePlan(**fields))
     endpoint = {k: v for k, v in data["endpoint"].items() if k != "url"}
     bench = proc(data["bench"])

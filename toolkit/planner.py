@@ -31,6 +31,7 @@ from toolkit.plan import (
     url_host,
 )
 from toolkit.profile_schema import FlagValue, Profile, ServerRole
+from toolkit.runtime.container import plan_container
 from toolkit.secrets import secret_flags_to_env
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -188,6 +189,19 @@ def _plan_role(
         args, secret_env = secret_flags_to_env(profile.engine, role.args)
         head = [host.python, "-m", engine.module, *engine.subcommand]
         head += [model] if engine.positional_model else [profile.model_flag or "--model", model]
+        argv = head + topology + render_args(args)
+        container = plan_container(
+            profile.container,
+            host.container_runtime,
+            host.container_image,
+            profile=profile.name,
+            node=f"{role_name}{instance}.{rank}",
+            argv=argv,
+            engine_words=3 + len(engine.subcommand),
+            # Same paths inside: the model (a directory, not a hub id), the run's workdir.
+            mounts=[*([model] if model.startswith("/") else []), host.workdir, *profile.source],
+            source=list(profile.source),
+        )
         nodes.append(
             NodePlan(
                 host=host.name,
@@ -205,7 +219,7 @@ def _plan_role(
                     cpu_governor=profile.tuning.cpu_governor,
                     sysctl={k: str(v) for k, v in profile.tuning.sysctl.items()},
                 ),
-                argv=head + topology + render_args(args),
+                argv=argv,
                 listen=listen,
                 bind=bind or engine_default_bind(profile.engine),
                 python=host.python,
@@ -213,6 +227,7 @@ def _plan_role(
                 connection=connection_of(host),
                 nic=host.nic,
                 nic_env=[] if host.nic else list(profile.nic_env),
+                container=container,
             )
         )
     return nodes

@@ -157,6 +157,27 @@ class Collective(Strict):
     op_timeout_s: float = Field(120.0, gt=0)
 
 
+class Container(Strict):
+    """Run each serving node inside a container image (docker or podman) instead of on the host.
+
+    `options` are the recipe's run options, one option per item (`--gpus all`, `--ipc host`);
+    `devices` holds the ones that need the accelerator (GPUs, NPU device files, driver
+    mounts), left out by a rehearsal. `entrypoint: command` replaces the image's entrypoint
+    with the planned argv run by `python`; `image` keeps it and passes what follows the
+    engine's command (an image whose entrypoint is `vllm serve` gets the model and flags).
+    """
+
+    runtime: Literal["docker", "podman", "none"] = "none"
+    image: str | None = None
+    # Shown when `image` is missing: where the recipe's image comes from.
+    image_hint: str | None = None
+    pull: Literal["missing", "always", "never"] = "missing"
+    options: list[str] = []
+    devices: list[str] = []
+    entrypoint: Literal["command", "image"] = "command"
+    python: str = "python3"
+
+
 class Profile(Strict):
     name: str
     meta: Meta
@@ -186,6 +207,7 @@ class Profile(Strict):
     rehearsal: Rehearsal = Rehearsal()
     collective: Collective = Collective()
     readiness_timeout_s: float = Field(3600.0, gt=0)
+    container: Container = Container()
 
     @model_validator(mode="after")
     def _roles_fit_mode(self) -> Profile:

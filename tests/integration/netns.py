@@ -181,8 +181,14 @@ class TestCluster:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, n_hosts: int = 6) -> None:
+    def __init__(
+        self, n_hosts: int = 6, enter: Literal["ip-netns", "nsenter"] = "ip-netns"
+    ) -> None:
         self.n_hosts = n_hosts
+        # How sshd enters its namespace. `ip netns exec` also bind-mounts /etc/netns/NS/hosts
+        # (the host's own name resolves) but remounts /sys, hiding the cgroup mounts that
+        # podman's runc needs; `nsenter --net` keeps /sys, so SSH sessions can run podman.
+        self.enter = enter
         self.session = ""
         self.root = Path()
         self.subnet: ipaddress.IPv4Network | None = None
@@ -315,7 +321,11 @@ class TestCluster:
         d = self.root / "sshd" / host.name
         # A UTS namespace gives the host its own `hostname`; /etc/netns/NS/hosts resolves it.
         script = 'hostname "$1" && exec "$0" -D -e -f "$2"'
-        argv = [_exe("ip"), "netns", "exec", str(host.netns), _exe("unshare"), "--uts", "--"]
+        if self.enter == "nsenter":
+            argv = [_exe("nsenter"), f"--net=/run/netns/{host.netns}"]
+        else:
+            argv = [_exe("ip"), "netns", "exec", str(host.netns)]
+        argv += [_exe("unshare"), "--uts", "--"]
         argv += ["/bin/sh", "-c", script, SSHD, host.name, str(d / "sshd_config")]
         with (d / "sshd.log").open("ab") as log:
             self._sshd[host.name] = subprocess.Popen(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_planner import with_image
 from toolkit.inventory import parse_inventory
 from toolkit.plan import Plan
 from toolkit.planner import build_plan
@@ -532,7 +533,8 @@ def _seed_text(seed: str) -> str | None:
 
 
 def _plan(profile: str, inventory: str) -> Plan:
-    return build_plan(parse_inventory(inventory, "inv.yaml"), load_profile(profile))
+    profile_data = load_profile(profile, with_image(profile))
+    return build_plan(parse_inventory(inventory, "inv.yaml"), profile_data)
 
 
 def _expected(case: Case) -> Command:

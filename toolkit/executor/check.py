@@ -20,13 +20,13 @@ import json
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rich.console import Console
 
 from toolkit.errors import ToolkitError
-from toolkit.executor import check_flags
+from toolkit.executor import check_flags, containers
 from toolkit.executor import check_remote as remote
 from toolkit.executor.check_cluster import Context, judge
 from toolkit.executor.check_facts import CheckReport, Finding, HostFacts
@@ -75,7 +75,9 @@ def check(plan: Plan, options: CheckOptions) -> CheckReport:
         recap = Recap(Console(quiet=True))
         cluster.connect(recap)
         down = {r.host: r.msg for r in recap.results if r.status == "unreachable"}
-        return run_checks(cluster, plan, options, down)
+        report = run_checks(cluster, plan, options, down)
+        boxes = containers.check_findings(cluster, plan, options.rehearse)
+        return replace(report, findings=report.findings + boxes) if boxes else report
     finally:
         cluster.close()
 
@@ -237,6 +239,10 @@ def engine_options(
     found: dict[str, EngineOptions | str] = {}
     groups: dict[str, list[str]] = {}
     for name, work in cluster.hosts.items():
+        boxed = [n.container.image for n in work.nodes if n.container is not None]
+        if boxed:  # the engine is in the image, not on the host
+            found[name] = f"{engine} runs in the image {boxed[0]}; its flags are not read here"
+            continue
         info = facts[name].package(engine) if work.serving and facts[name].ok else {}
         if not info.get("version") or not info.get("path"):
             if work.serving and facts[name].ok:

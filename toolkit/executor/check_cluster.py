@@ -91,6 +91,9 @@ def engine_drift(ctx: Context) -> list[Finding]:
     for name in _serving(ctx):
         facts = ctx.facts[name]
         optional = "not installed; a rehearsal does not need it" if ctx.rehearse else ""
+        boxed = [n.container.image for n in ctx.hosts[name].nodes if n.container is not None]
+        if boxed:
+            optional = f"not needed on the host: it runs in the image {boxed[0]}"
         why = "serves the model" if not ctx.rehearse else "the real launch needs it"
         finding = rules.package(ctx.hosts[name], facts, "engine", engine, why, optional)
         version = facts.package(engine).get("version")

@@ -34,6 +34,7 @@ CHECKS: dict[str, str] = {
     "reach": "TCP paths to bootstrap, dist-init and store ports",
     "devices": "planned GPUs/NPUs: other processes, free memory, ECC, persistence",
     "collective": "all-reduce and all-gather per instance over the planned interface",
+    "container": "container runtime, image (pulled by `up`), GPU/NPU access, leftovers",
 }
 
 

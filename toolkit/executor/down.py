@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from toolkit.executor import state
+from toolkit.executor import containers, state
 from toolkit.executor.cluster import Cluster, HostWork, host_work
 from toolkit.executor.session import Session
 from toolkit.inventory import Inventory
@@ -54,7 +54,9 @@ def _stop_ops(
     if tuning and (tuning.get("governor") or tuning.get("sysctl")):
         ops.append({"op": "restore", **tuning})
     ops.append({"op": "release", "path": f"{work.workdir}/active.json", "run_id": run_id})
-    ops.append({"op": "remove", "paths": [f["script"] for f in files]})
+    # Launch scripts and container env files hold secrets: gone once the run is.
+    secrets = [f["script"] for f in files] + containers.env_files(work, run_id)
+    ops.append({"op": "remove", "paths": secrets})
     return ops
 
 
@@ -70,7 +72,10 @@ def stop_run(
 
     def stop(session: Session, work: HostWork) -> list[dict[str, Any]]:
         tuning = record.tuning.get(work.name) if restore_tuning else None
-        return session.agent(_stop_ops(work, record.run_id, plan, tuning, grace))
+        # Containers first (stop with grace, remove, by label), then the agent's stop
+        # verifies that no process of the run is left and every planned port is free.
+        stopped = containers.stop_results(session, work, record.run_id, grace)
+        return stopped + session.agent(_stop_ops(work, record.run_id, plan, tuning, grace))
 
     cluster.each(list(cluster.sessions), stop, recap, quiet_ok=False, phase="stop")
 
@@ -134,7 +139,8 @@ def down_from_hosts(
                 if planned is not None:
                     work = planned
             tuning = None if keep_tuning else remote.get("tuning")
-            return session.agent(_stop_ops(work, pointer["run_id"], plan, tuning))
+            stopped = containers.stop_results(session, work, pointer["run_id"], STOP_GRACE_S)
+            return stopped + session.agent(_stop_ops(work, pointer["run_id"], plan, tuning))
 
         cluster.each(list(cluster.sessions), stop, recap, phase="stop")
     finally:

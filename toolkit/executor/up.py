@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.text import Text
 
 from toolkit import shell
-from toolkit.executor import state
+from toolkit.executor import containers, state
 from toolkit.executor.cancel import Abandoned, Guard, Interrupted, signals
 from toolkit.executor.check import CheckOptions, preflight
 from toolkit.executor.cluster import Cluster, HostWork, file_op, host_work
@@ -152,6 +152,12 @@ class _Run:
         _prepare(cluster, plan, record, recap)
         if recap.failures():
             _fail(console, recap, "preflight failed: nothing was changed")
+        self.phase = "container preflight"
+        containers.preflight(  # pulls the images, unless in check mode
+            cluster, plan, record.run_id, options.rehearse, recap, check=options.check
+        )
+        if recap.failures():
+            _fail(console, recap, "container preflight failed: nothing was started")
         if options.check:
             _check_tuning(cluster, recap)
             console.print(recap.table())
@@ -309,6 +315,7 @@ def _script_options(
     record: state.RunRecord, host: str, node: str, argv: list[str] | None
 ) -> ScriptOptions:
     return ScriptOptions(
+        host_tag=host,
         include_tuning=False,
         inline_secrets=True,
         run_id=record.run_id,
@@ -335,7 +342,11 @@ def _launch_ops(
     for node in (n for n in nodes if n.host == work.name):
         paths = state.node_files(work.workdir, record.run_id, node)
         argv = rehearsal_argv(plan, node, engine, plan.rehearsal) if rehearse else None
-        script = node_script(plan, node, _script_options(record, work.tag, node.name, argv))
+        options = _script_options(record, work.tag, node.name, argv)
+        if node.container is not None:
+            env_file = containers.env_file(work.workdir, record.run_id, node.name)
+            options = containers.script_options(options, node, argv, env_file)
+        script = node_script(plan, node, options)
         files.append((paths["script"], script, "700"))
         starts.append({"op": "start", "name": node.name, **paths})
     pointer = {"run_id": record.run_id, "run_dir": run_dir, "profile": plan.profile}

@@ -51,6 +51,11 @@ def _node_panel(node: NodePlan) -> Panel:
     env = mask_env(node.env)
     if env:
         facts.add_row("env", "\n".join(f"{k}={v}" for k, v in env.items()))
+    if node.container is not None:
+        box = node.container
+        facts.add_row("container", f"{box.runtime} {box.image} (pull {box.pull}), --network host")
+        if box.options or box.devices:
+            facts.add_row("options", " ".join([*box.options, *box.devices]))
     title = (
         f"[bold]{node.name}[/]  {node.role} instance {node.instance} · rank "
         f"{node.node_rank}/{node.nnodes}"

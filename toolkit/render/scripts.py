@@ -17,6 +17,7 @@ import jinja2
 from toolkit import shell
 from toolkit.plan import NodePlan, Plan, ProcessPlan, Tuning
 from toolkit.resources import data_dir
+from toolkit.runtime import container as runtime
 from toolkit.secrets import is_secret, secret_values
 
 TEMPLATES = {
@@ -25,6 +26,7 @@ TEMPLATES = {
     "router": "router/templates/router.sh.j2",
     "bench": "bench/templates/bench.sh.j2",
 }
+CONTAINER_TEMPLATE = "sglang_server/templates/container.sh.j2"
 
 
 def _environment() -> jinja2.Environment:
@@ -57,6 +59,11 @@ class ScriptOptions:
     argv: tuple[str, ...] | None = None
     # A rehearsal runs where CANN/CUDA may be absent: a missing env script is not fatal.
     optional_sources: bool = False
+    # Container nodes: where the owner-only env file goes (None: a temp file), the host tag
+    # labelled on the container, and a replacement (entrypoint, command) for the rehearsal.
+    env_file: str | None = None
+    host_tag: str | None = None
+    container_command: tuple[str | None, tuple[str, ...]] | None = None
 
 
 def node_script(plan: Plan, node: NodePlan, options: ScriptOptions = ScriptOptions()) -> str:
@@ -64,6 +71,8 @@ def node_script(plan: Plan, node: NodePlan, options: ScriptOptions = ScriptOptio
         f"{node.name}: {node.role} instance {node.instance}, rank {node.node_rank} of "
         f"{node.nnodes}, on {node.host} ({node.address})"
     )
+    if node.container is not None:
+        return _container_script(plan, node, options, title)
     return _render(
         TEMPLATES[plan.engine],
         plan,
@@ -137,6 +146,42 @@ def rehearsal_prepare_script(python: str, base: str) -> str:
         f"cd {shell.quote(base)}\n"
         f"{py} tokenizer.py {shell.quote(base + '/tokenizer')} >/dev/null\n"
         f"{py} dataset.py {shell.quote(base + '/sharegpt.json')} >/dev/null\n"
+    )
+
+
+def _container_script(plan: Plan, node: NodePlan, options: ScriptOptions, title: str) -> str:
+    """The launch script of a node that runs in a container (`toolkit.runtime` renders the
+    run command; the script exports the env, writes the env file and execs it)."""
+    container = node.container
+    assert container is not None
+    rehearse = options.optional_sources
+    command = options.container_command
+    run_argv = runtime.run_argv(
+        container,
+        run_id=options.run_id or "plan",
+        node=node.name,
+        host_tag=options.host_tag or f"{node.host}@{node.address}",
+        env_file="$env_file",
+        rehearse=rehearse,
+        command=(command[0], list(command[1])) if command is not None else None,
+    )
+    env = {**node.env, **dict(options.extra_env)}
+    at = run_argv.index("$env_file")
+    return _ENV.get_template(CONTAINER_TEMPLATE).render(
+        profile=plan.profile,
+        run_id=options.run_id,
+        title=title,
+        runtime=container.runtime,
+        image=container.image,
+        address=node.address,
+        nic_env=node.nic_env,
+        env=env,
+        secret_names=[] if options.inline_secrets else [k for k in env if is_secret(k)],
+        env_names=[*node.nic_env, *env],
+        env_file=options.env_file,
+        optional_mounts=runtime.rehearsal_mounts(container) if rehearse else [],
+        run_argv_head=run_argv[:at],
+        run_argv_tail=run_argv[at + 1 :],
     )
 
 
