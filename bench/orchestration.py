@@ -10,8 +10,8 @@ What runs, per host count and repetition, on a fresh `TestCluster` (tests/integr
 - `toolkit up --check --skip-check`: connect, prepare, read the tuning; change nothing.
 - `toolkit up --rehearse --skip-check --load-seconds 0`: connect, prepare, tune, upload and
   launch the rehearsal engine, wait for /health, one smoke request. Then `toolkit down`.
-- `ansible-playbook /work/shared/perf/ansible_up.yaml -f 16`, then ansible_down.yaml.
-- `bash /work/shared/perf/floor.sh HOST...`: the same work in one SSH session per host.
+- `ansible-playbook bench/reference/ansible_up.yaml -f 16`, then ansible_down.yaml.
+- `bash bench/reference/floor.sh HOST...`: the same work in one SSH session per host.
 
 Needs root (network namespaces). Traffic goes only to the namespace hosts and loopback.
 Usage: .venv/bin/python bench/orchestration.py --hosts 4 16 --repeat 2
@@ -52,7 +52,9 @@ from orchestration_hosts import (  # noqa: E402
 from orchestration_report import Run, machine_notes, write_results  # noqa: E402
 from toolkit_cli import kill_leftovers  # noqa: E402
 
-PERF = Path("/work/shared/perf")
+# The reference playbooks and the floor script, copied from the team's shared perf folder so the
+# benchmark runs from the checkout alone.
+PERF = Path(__file__).resolve().parent / "reference"
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 RUN_TIMEOUT_S = 600.0
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "ftp_proxy", "no_proxy")

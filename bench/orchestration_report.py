@@ -252,7 +252,7 @@ def _noise_section(runs: Sequence[Run], notes: MachineNotes) -> list[str]:
 READING = """All hosts are namespaces of one machine: each host's share of the work (its sshd, the
 remote Python, the engine) runs on the same cores as every other host's and as the
 controller, so per-host costs add up here where a real cluster would run them in parallel.
-The reference runs in `/work/shared/perf/README.md` (same kind of machine): Ansible 19.1 and
+The reference runs in the shared perf folder's README (same kind of machine): Ansible 19.1 and
 22.1 s at 4 hosts, 59.5 and 56.6 s at 16; floor 1.7 and 1.0 s at 4, 4.0 and 3.5 s at 16.
 `toolkit up` does more than Ansible and the floor (it uploads the engine and launch scripts,
 waits for HTTP `/health` rather than an open port, and sends a generation request)."""

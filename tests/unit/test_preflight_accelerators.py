@@ -1,7 +1,7 @@
 """npu-smi / nvidia-smi parsing and the card check, from fixtures.
 
 The first NPU of each npu-smi fixture and the first GPU row are verbatim from
-/work/shared/research/sglang-protocol.md §5 (an Atlas 800I A3 env dump, a 910B README,
+shared/research/sglang-protocol.md §5 (an Atlas 800I A3 env dump, a 910B README,
 an H100 run); the other devices extend them in the same layout to full 8-NPU hosts.
 """
 
