@@ -141,7 +141,7 @@ def _interfaces(facts: HostFacts) -> list[dict[str, Any]]:
     return section.get("interfaces") or []
 
 
-def _holding(ifaces: list[dict[str, Any]], address: str) -> tuple[str | None, str]:
+def holding_interface(ifaces: list[dict[str, Any]], address: str) -> tuple[str | None, str]:
     """The interface holding `address` (exactly, else within its network, e.g. lo's /8)."""
     for iface in ifaces:
         for cidr in iface.get("ipv4", []) + iface.get("ipv6", []):
@@ -166,7 +166,7 @@ def nic(work: HostWork, facts: HostFacts) -> Finding | None:
         return Finding(host, "nic", "skipped", "name", why)
     ifaces = _interfaces(facts)
     names = sorted(i["name"] for i in ifaces)
-    holder, how = _holding(ifaces, node.address)
+    holder, how = holding_interface(ifaces, node.address)
     if node.nic:
         if node.nic not in names:
             why = f"interface {node.nic} does not exist on {host} (it has: {', '.join(names)})"

@@ -21,7 +21,7 @@ from typing import Any
 
 from toolkit import shell
 from toolkit.executor.check_facts import Finding, HostFacts
-from toolkit.executor.check_rules import _holding as holding_interface
+from toolkit.executor.check_rules import holding_interface
 from toolkit.executor.cluster import Cluster
 from toolkit.executor.session import parallel
 from toolkit.plan import Plan
@@ -134,11 +134,8 @@ def _launch(
     # The planned interpreter, as the engine will run (the probe may have fallen back to
     # python3, which the `python` row reports).
     command = launch_command(part, part.node.python, part.node.workdir, test.spec(part, port))
-    session = cluster.sessions[part.host]
-    if session.sudo:
-        # As `up` starts the engine (become): the same user opens the devices.
-        command = f"{session._prefix()}bash -c {shell.quote(command)}"
-    rc, out, err = session.run(command, stdin=WORKER_SOURCE, on_line=on_line)
+    # As `up` starts the engine (become): the same user opens the devices.
+    rc, out, err = cluster.sessions[part.host].run_script(command, WORKER_SOURCE, on_line)
     for line in out.splitlines():
         if line.startswith(worker.RESULT):
             return json.loads(line[len(worker.RESULT) :])

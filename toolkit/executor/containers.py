@@ -7,7 +7,6 @@ exit code and output are the result.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -52,17 +51,6 @@ def script_options(
     return replace(options, env_file=env_file, container_command=command)
 
 
-def run_script(
-    session: Session, script: str, on_line: Callable[[str], None] | None = None
-) -> tuple[int, str, str]:
-    """A bash script on the host, as root where the inventory says become."""
-    prefix = ""
-    if session.sudo:
-        user = session.connection.become_user
-        prefix = "sudo -n " + (f"-u {shell.quote(user)} " if user else "")
-    return session.run(f"{prefix}bash -c {shell.quote(script)}", on_line=on_line)
-
-
 def preflight(
     cluster: Cluster, plan: Plan, run_id: str, rehearse: bool, recap: Recap, check: bool = False
 ) -> None:
@@ -91,7 +79,7 @@ def preflight(
                 if line.startswith("progress\t"):
                     cluster.console.print(f"  [{host}] {line[9:]}", highlight=False, markup=False)
 
-            rc, out, err = run_script(session, script, on_line=progress)
+            rc, out, err = session.run_script(script, on_line=progress)
             if rc != 0:
                 found.append(_raw(f"{runtime} preflight", "failed", err.strip()[-300:]))
                 continue
@@ -134,7 +122,7 @@ def stop_results(session: Session, work: HostWork, run_id: str, grace: float) ->
     """Stop (grace) and remove the run's containers on this host, verified by label."""
     out: list[dict[str, Any]] = []
     for runtime in dict.fromkeys(c.runtime for c in containers_of(work)):
-        rc, text, err = run_script(session, rt.stop_script(runtime, run_id, work.tag, grace))
+        rc, text, err = session.run_script(rt.stop_script(runtime, run_id, work.tag, grace))
         said = (text.strip().splitlines() or [""])[-1]
         if rc != 0:
             out.append(_raw(f"{runtime} containers", "failed", said or err.strip()[-300:]))
@@ -149,7 +137,7 @@ def ps(session: Session, work: HostWork, run_id: str) -> list[list[str]]:
     rows: list[list[str]] = []
     for runtime in dict.fromkeys(c.runtime for c in containers_of(work)):
         argv = rt.ps_argv(runtime, run_id, work.tag)
-        rc, out, err = run_script(session, shell.join(argv))
+        rc, out, err = session.run_script(shell.join(argv))
         if rc != 0:
             rows.append([f"({runtime} ps failed)", err.strip()[-200:]])
             continue

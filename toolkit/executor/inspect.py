@@ -195,8 +195,8 @@ def _container_logs(
         if session is None:
             continue
         for name, box in items:
-            _, out, _ = containers.run_script(
-                session, containers.logs_command(box, run_id, lines, follow=False)
+            _, out, _ = session.run_script(
+                containers.logs_command(box, run_id, lines, follow=False)
             )
             console.rule(f"{host}: {name} ({box.runtime} logs)")
             for line in out.splitlines():
@@ -222,7 +222,7 @@ def _follow(
 
         command = containers.logs_command(box, run_id, lines, follow=True)
         try:
-            containers.run_script(session, command, on_line=show)
+            session.run_script(command, on_line=show)
         except Unreachable as exc:
             if not ending.is_set():
                 show(f"{exc}")

@@ -125,6 +125,13 @@ class Session:
         user = self.connection.become_user
         return f"sudo -n {'-u ' + shell.quote(user) + ' ' if user else ''}"
 
+    def run_script(
+        self, script: str, stdin: str | None = None, on_line: Callable[[str], None] | None = None
+    ) -> tuple[int, str, str]:
+        """A bash script on the host, as the become user (root) where the inventory says so,
+        as `up` starts the engine."""
+        return self.run(f"{self._prefix()}bash -c {shell.quote(script)}", stdin, on_line)
+
     def run(
         self, command: str, stdin: str | None = None, on_line: Callable[[str], None] | None = None
     ) -> tuple[int, str, str]:
