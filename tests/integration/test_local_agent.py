@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.executor.session import AgentFailed, Session
+from toolkit.host.protocol import Op
 from toolkit.plan import Connection
 
 pytestmark = pytest.mark.integration
@@ -23,9 +24,9 @@ LOCAL = Connection(address="127.0.0.1", local=True)
 
 def _agent_pid(session: Session) -> int:
     """The PID of the agent that answered (it reads its own /proc/self/stat)."""
-    result = session.agent([{"op": "read_file", "path": "/proc/self/stat"}])[0]
-    assert result["status"] == "ok", result
-    return int(base64.b64decode(result["b64"]).split()[0])
+    result = session.agent([Op("read_file", {"path": "/proc/self/stat"})])[0]
+    assert result.status == "ok", result
+    return int(base64.b64decode(result.data["b64"]).split()[0])
 
 
 def _closed_port() -> int:
@@ -60,7 +61,7 @@ def test_a_request_while_the_agent_is_busy_gets_its_own(tmp_path: Path) -> None:
     try:
         persistent = _agent_pid(session)
         waited: list[list[dict]] = []
-        wait_op = {"op": "wait_http", "targets": [target], "timeout": 3}
+        wait_op = Op("wait_http", {"targets": [target], "timeout": 3})
         waiter = threading.Thread(target=lambda: waited.append(session.agent([wait_op])))
         waiter.start()
         time.sleep(0.5)
@@ -70,7 +71,7 @@ def test_a_request_while_the_agent_is_busy_gets_its_own(tmp_path: Path) -> None:
         assert waiter.is_alive()
         assert other != persistent
         waiter.join(timeout=30)
-        assert waited[0][0]["status"] == "failed" and "still starting" in waited[0][0]["msg"]
+        assert waited[0][0].status == "failed" and "still starting" in waited[0][0].msg
         assert _agent_pid(session) == persistent  # the long-lived agent serves again
     finally:
         session.close()
@@ -80,6 +81,6 @@ def test_a_missing_interpreter_is_a_clear_failure() -> None:
     session = Session(name="local", connection=LOCAL, python="/nonexistent/python3")
     try:
         with pytest.raises(AgentFailed, match=r"/nonexistent/python3.*produced no result"):
-            session.agent([{"op": "read_file", "path": "/proc/self/stat"}])
+            session.agent([Op("read_file", {"path": "/proc/self/stat"})])
     finally:
         session.close()

@@ -12,7 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from toolkit.remote import agent
+from toolkit.host import facts as agent
+from toolkit.host.agent import run_op
+from toolkit.host.protocol import Op
 
 # A session leader tagged like a node, with a child that drops the tags from its environment
 # (what an overwritten /proc/PID/environ looks like to a reader).
@@ -65,7 +67,7 @@ def test_stop_waits_for_the_whole_session(node, tmp_path) -> None:
     pidfile = tmp_path / "node.pid"
     pidfile.write_text(f"{proc.pid}\n")
     args = {"run_id": run_id, "host": "h1@10.0.0.1", "pidfiles": [str(pidfile)], "grace": 10}
-    result = agent.task_stop(args, check=False)
-    assert result["status"] == "changed", result
-    assert sorted(result["pids"]) == sorted([proc.pid, child])
+    result = run_op(Op("stop", args), False)[0]
+    assert result.status == "changed", result
+    assert sorted(result.data["pids"]) == sorted([proc.pid, child])
     assert not agent.alive(child)

@@ -22,7 +22,9 @@ from tests.unit.test_planner import plan_for
 from toolkit.executor.cancel import Abandoned, Interrupted, signals
 from toolkit.executor.session import parallel
 from toolkit.preflight.remote_probe import _disks
-from toolkit.remote import agent
+from toolkit.host import facts as agent
+from toolkit.host.agent import run_op
+from toolkit.host.protocol import Op
 
 
 def _kill_me_soon(signum: int) -> None:
@@ -58,7 +60,7 @@ def _start(tmp_path: Path, name: str, body: str) -> dict[str, str]:
         "pidfile": str(tmp_path / f"{name}.pid"),
     }
     Path(files["script"]).write_text(body)
-    agent.task_start({"name": name, **files}, False)
+    run_op(Op("start", {"name": name, **files}), False)[0]
     return files
 
 
@@ -77,26 +79,26 @@ def test_stop_finds_a_process_that_cleared_its_environment_through_its_session(
     child = int(child_file.read_text())
     assert agent.run_id_of(child) is None
     stop = {"run_id": "r1", "host": "h@x", "grace": 5, "pidfiles": [files["pidfile"]]}
-    out = agent.task_stop(stop, False)
-    assert out["status"] == "changed", out
+    out = run_op(Op("stop", stop), False)[0]
+    assert out.status == "changed", out
     assert not _alive(child)
 
 
 def test_stop_never_signals_a_pid_that_is_not_the_wrapper_it_started(tmp_path: Path) -> None:
     pidfile = tmp_path / "stale.pid"
     pidfile.write_text(f"{os.getpid()}\n")  # a reused PID: this test's own process
-    out = agent.task_stop({"run_id": "r1", "host": "h@x", "pidfiles": [str(pidfile)]}, False)
-    assert out["status"] == "ok" and out["msg"] == "nothing to stop"
+    out = run_op(Op("stop", {"run_id": "r1", "host": "h@x", "pidfiles": [str(pidfile)]}), False)[0]
+    assert out.status == "ok" and out.msg == "nothing to stop"
 
 
 def test_release_removes_only_its_own_runs_pointer(tmp_path: Path) -> None:
     active = tmp_path / "active.json"
     active.write_text(json.dumps({"run_id": "live"}))
-    kept = agent.task_release({"path": str(active), "run_id": "old"}, False)
-    assert kept["status"] == "ok" and "active run is live" in kept["msg"]
+    kept = run_op(Op("release", {"path": str(active), "run_id": "old"}), False)[0]
+    assert kept.status == "ok" and "active run is live" in kept.msg
     assert active.exists()
-    gone = agent.task_release({"path": str(active), "run_id": "live"}, False)
-    assert gone["status"] == "changed" and not active.exists()
+    gone = run_op(Op("release", {"path": str(active), "run_id": "live"}), False)[0]
+    assert gone.status == "changed" and not active.exists()
 
 
 def test_probe_tells_writable_from_unwritable_directories(tmp_path: Path) -> None:

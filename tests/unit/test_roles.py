@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from toolkit.errors import ToolkitError
-from toolkit.remote import agent
+from toolkit.host.agent import MODULES
 from toolkit.resources import data_dir
 from toolkit.roles import TASKS, load_playbook, load_role
 
@@ -31,7 +31,7 @@ def test_each_role_names_only_registered_tasks(name: str) -> None:
     for task in role.tasks:
         kind, _, target = TASKS[task].partition(":")
         if kind == "agent":
-            assert target in agent.TASKS, f"{task} → agent op {target} does not exist"
+            assert target in MODULES, f"{task} → agent op {target} does not exist"
 
 
 @pytest.mark.parametrize("playbook", ["up", "bench", "down"])

@@ -46,6 +46,7 @@ from toolkit.executor.bench_host import BenchHost, client_wrapper, stop_after_in
 from toolkit.executor.check_plan import cards_per_node
 from toolkit.executor.cluster import Cluster, file_op, host_work
 from toolkit.executor.session import Session
+from toolkit.host.protocol import Op
 from toolkit.plan import Plan
 from toolkit.render.run import Recap
 from toolkit.render.scripts import ScriptOptions, process_script, rehearsal_prepare_script
@@ -290,16 +291,18 @@ class BenchSession:
         files.append((f"{base}/prepare.sh", script, "700"))
         ops = [
             file_op(files),
-            {
-                "op": "run",
-                "name": "prepare rehearsal bench",
-                "script": f"{base}/prepare.sh",
-                "log": f"{base}/prepare.log",
-            },
+            Op(
+                "run",
+                {
+                    "name": "prepare rehearsal bench",
+                    "script": f"{base}/prepare.sh",
+                    "log": f"{base}/prepare.log",
+                },
+            ),
         ]
         results = self.session.agent(ops)
         self.recap.add_agent(self.plan.bench.host, results, quiet_ok=True)
-        if any(r["status"] == "failed" for r in results):
+        if any(r.failed for r in results):
             raise ToolkitError(
                 f"could not build the rehearsal tokenizer/dataset on {self.plan.bench.host} "
                 f"(see {base}/prepare.log); the bench host's Python needs `tokenizers`"
@@ -373,28 +376,23 @@ class BenchSession:
                     (f"{base}-run.sh", client_wrapper(pidfile, f"{base}.sh"), "700"),
                 ]
             ),
-            {
-                "op": "run",
-                "name": f"bench {label}",
-                "script": f"{base}-run.sh",
-                "log": f"{base}.log",
-            },
-            {"op": "read_file", "path": remote_out},
+            Op("run", {"name": f"bench {label}", "script": f"{base}-run.sh", "log": f"{base}.log"}),
+            Op("read_file", {"path": remote_out}),
         ]
         try:
             results = self.session.agent(ops, on_progress=show)
         except KeyboardInterrupt:
             raise self._interrupted(pidfile) from None
-        run_result = next(r for r in results if r["task"].startswith("run "))
-        fetched = next((r for r in results if r["task"] == "read_file"), None)
-        if run_result["status"] != "ok" or fetched is None or fetched["status"] != "ok":
+        run_result = next(r for r in results if r.task.startswith("run "))
+        fetched = next((r for r in results if r.task == "read_file"), None)
+        if run_result.status != "ok" or fetched is None or fetched.status != "ok":
             cause = f": {(raised or last)[-1]}" if raised or last else ""
             assert self.client is not None
             raise BenchFailed(
-                f"{self.client.command} failed on {self.host_name} ({run_result['msg']})"
+                f"{self.client.command} failed on {self.host_name} ({run_result.msg})"
                 f"{cause}; its output is above and in {base}.log"
             )
-        text = base64.b64decode(fetched["b64"]).decode("utf-8", "replace")
+        text = base64.b64decode(fetched.data["b64"]).decode("utf-8", "replace")
         result = self._result(text, flags, argv, remote_out)
         local_dir.mkdir(parents=True, exist_ok=True)
         local = local_dir / f"{label}.jsonl"

@@ -17,6 +17,7 @@ from toolkit.bench import host_helper
 from toolkit.errors import ToolkitError
 from toolkit.executor.cluster import file_op
 from toolkit.executor.session import Session
+from toolkit.host.protocol import Op
 
 HELPER_SOURCE = Path(host_helper.__file__).read_text(encoding="utf-8")
 STOP_GRACE_S = 5.0  # SIGTERM, then SIGKILL: the whole stop stays well within 10 s
@@ -42,7 +43,7 @@ class BenchHost:
         results = self.session.agent(
             [
                 file_op(files),
-                {"op": "run", "name": name, "script": script, "log": f"{self.base}/{name}.log"},
+                Op("run", {"name": name, "script": script, "log": f"{self.base}/{name}.log"}),
             ],
             on_progress=lambda progress: lines.append(progress.get("line", "")),
         )
@@ -50,9 +51,9 @@ class BenchHost:
         for line in reversed(lines):
             if line.startswith(host_helper.MARK):
                 return json.loads(line[len(host_helper.MARK) :])
-        failed = next((r for r in results if r["status"] == "failed"), None)
+        failed = next((r for r in results if r.failed), None)
         said = " / ".join(line for line in lines[-3:] if line.strip())
-        why = (failed or {}).get("msg") or "no answer"
+        why = (failed.msg if failed else "") or "no answer"
         raise ToolkitError(
             f"the bench helper ({name}) failed on {self.host} with {self.python}: {why}"
             + (f": {said}" if said else "")

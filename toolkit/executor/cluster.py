@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from rich.console import Console
 
@@ -17,6 +16,7 @@ from toolkit.executor.session import (
     connect,
     parallel,
 )
+from toolkit.host.protocol import Op, Result
 from toolkit.plan import Connection, NodePlan, Plan
 from toolkit.render.run import Recap
 
@@ -97,18 +97,18 @@ class Cluster:
     def each(
         self,
         names: list[str],
-        fn: Callable[[Session, HostWork], list[dict[str, Any]]],
+        fn: Callable[[Session, HostWork], list[Result]],
         recap: Recap,
         quiet_ok: bool = False,
         phase: str | None = None,
-    ) -> dict[str, list[dict[str, Any]]]:
+    ) -> dict[str, list[Result]]:
         """Run fn per host in parallel; agent results go to the recap, errors as failures.
 
         A host whose connection was lost before is reported once, not asked again; one lost
         now is named with `phase` ("lost the SSH connection to H during readiness")."""
         names = [n for n in names if self.sessions[n].lost is None]
         outcomes = parallel(names, lambda n: fn(self.sessions[n], self.hosts[n]))
-        done: dict[str, list[dict[str, Any]]] = {}
+        done: dict[str, list[Result]] = {}
         for name, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, ConnectionLost) and phase:
                 self.sessions[name].lost = outcome.during(phase)
@@ -116,7 +116,7 @@ class Cluster:
             elif isinstance(outcome, Unreachable):
                 recap.unreachable(name, str(outcome))
             elif isinstance(outcome, AgentFailed):
-                recap.add_agent(name, [{"task": "agent", "status": "failed", "msg": str(outcome)}])
+                recap.add_agent(name, [Result("agent", "failed", str(outcome))])
             elif isinstance(outcome, Exception):
                 raise outcome
             else:
@@ -142,12 +142,10 @@ class Cluster:
         parallel(list(self.sessions.values()), lambda session: session.close())
 
 
-def file_op(files: list[tuple[str, str, str]]) -> dict[str, Any]:
+def file_op(files: list[tuple[str, str, str]], name: str = "") -> Op:
     """The agent's write_files op for (path, text, octal mode) triples."""
-    return {
-        "op": "write_files",
-        "files": [
-            {"path": path, "b64": base64.b64encode(text.encode()).decode(), "mode": mode}
-            for path, text, mode in files
-        ],
-    }
+    payload = [
+        {"path": path, "b64": base64.b64encode(text.encode()).decode(), "mode": mode}
+        for path, text, mode in files
+    ]
+    return Op("write_files", {"files": payload}, name=name)

@@ -8,7 +8,6 @@ exit code and output are the result.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from rich.console import Console
 
@@ -17,6 +16,7 @@ from toolkit.executor import state
 from toolkit.executor.check_facts import Finding
 from toolkit.executor.cluster import Cluster, HostWork
 from toolkit.executor.session import Session, parallel
+from toolkit.host.protocol import Result
 from toolkit.plan import ContainerPlan, NodePlan, Plan
 from toolkit.render.run import Recap
 from toolkit.render.scripts import ScriptOptions
@@ -58,8 +58,8 @@ def preflight(
     leftovers of older runs; each finding goes to the recap (a failure stops `up`).
     `check`: nothing is pulled; an image that would be is reported as such."""
 
-    def probe_host(session: Session, work: HostWork) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
+    def probe_host(session: Session, work: HostWork) -> list[Result]:
+        found: list[Result] = []
         by_runtime: dict[str, list[ContainerPlan]] = {}
         for item in containers_of(work):
             by_runtime.setdefault(item.runtime, []).append(item)
@@ -120,7 +120,7 @@ def check_findings(cluster: Cluster, plan: Plan, rehearse: bool) -> list[Finding
 
 def stop_results(session: Session, work: HostWork, run_id: str, grace: float) -> list[dict]:
     """Stop (grace) and remove the run's containers on this host, verified by label."""
-    out: list[dict[str, Any]] = []
+    out: list[Result] = []
     for runtime in dict.fromkeys(c.runtime for c in containers_of(work)):
         rc, text, err = session.run_script(rt.stop_script(runtime, run_id, work.tag, grace))
         said = (text.strip().splitlines() or [""])[-1]
@@ -157,5 +157,5 @@ def logs_command(container: ContainerPlan, run_id: str, lines: int, follow: bool
     return shell.join(argv) + " 2>&1"
 
 
-def _raw(task: str, status: str, msg: str) -> dict[str, Any]:
-    return {"task": task, "status": status, "msg": msg}
+def _raw(task: str, status: str, msg: str) -> Result:
+    return Result(task, status, msg)

@@ -18,6 +18,7 @@ from rich.console import Console
 from toolkit.executor import containers, state
 from toolkit.executor.cluster import Cluster, HostWork, host_work
 from toolkit.executor.session import Session
+from toolkit.host.protocol import Op, Result
 from toolkit.inventory import Inventory
 from toolkit.plan import Plan, plan_from_dict
 from toolkit.planner import connection_of
@@ -32,7 +33,7 @@ def _stop_ops(
     plan: Plan | None,
     tuning: dict[str, Any] | None,
     grace: float = STOP_GRACE_S,
-) -> list[dict[str, Any]]:
+) -> list[Op]:
     files = [state.node_files(work.workdir, run_id, n) for n in work.nodes]
     files.append(state.process_files(work.workdir, run_id, "router"))
     pidfiles = [f["pidfile"] for f in files]
@@ -41,22 +42,20 @@ def _stop_ops(
         ports += [{"port": p, "bind": node.bind} for p in node.listen.values()]
     if plan is not None and plan.router is not None and work.router:
         ports.append({"port": plan.router.listen["http"], "bind": plan.router.bind})
-    ops: list[dict[str, Any]] = [
-        {
-            "op": "stop",
-            "run_id": run_id,
-            "host": work.tag,
-            "grace": grace,
-            "pidfiles": pidfiles,
-            "ports": ports,
-        }
-    ]
+    stop = {
+        "run_id": run_id,
+        "host": work.tag,
+        "grace": grace,
+        "pidfiles": pidfiles,
+        "ports": ports,
+    }
+    ops = [Op("stop", stop)]
     if tuning and (tuning.get("governor") or tuning.get("sysctl")):
-        ops.append({"op": "restore", **tuning})
-    ops.append({"op": "release", "path": f"{work.workdir}/active.json", "run_id": run_id})
+        ops.append(Op("restore", dict(tuning)))
+    ops.append(Op("release", {"path": f"{work.workdir}/active.json", "run_id": run_id}))
     # Launch scripts and container env files hold secrets: gone once the run is.
     secrets = [f["script"] for f in files] + containers.env_files(work, run_id)
-    ops.append({"op": "remove", "paths": secrets})
+    ops.append(Op("remove", {"paths": secrets}))
     return ops
 
 
@@ -70,7 +69,7 @@ def stop_run(
 ) -> None:
     """Stop the run on every host still reachable (a lost one is reported, not waited on)."""
 
-    def stop(session: Session, work: HostWork) -> list[dict[str, Any]]:
+    def stop(session: Session, work: HostWork) -> list[Result]:
         tuning = record.tuning.get(work.name) if restore_tuning else None
         # Containers first (stop with grace, remove, by label), then the agent's stop
         # verifies that no process of the run is left and every planned port is free.
@@ -124,15 +123,14 @@ def down_from_hosts(
     try:
         cluster.connect(recap)
 
-        def stop(session: Session, work: HostWork) -> list[dict[str, Any]]:
+        def stop(session: Session, work: HostWork) -> list[Result]:
             pointer = _pointer(session, work, run_id)
             if pointer is None:
                 what = f"run {run_id}" if run_id else "toolkit run"
-                return [{"task": "stop", "status": "ok", "msg": f"no {what} recorded here"}]
-            record = session.agent([{"op": "read_file", "path": f"{pointer['run_dir']}/run.json"}])[
-                0
-            ]
-            remote = json.loads(_b64(record["b64"])) if record["status"] == "ok" else {}
+                return [Result("stop", "ok", f"no {what} recorded here")]
+            path = f"{pointer['run_dir']}/run.json"
+            record = session.agent([Op("read_file", {"path": path})])[0]
+            remote = json.loads(_b64(record.data["b64"])) if record.status == "ok" else {}
             plan = plan_from_dict(remote["plan"]) if remote.get("plan") else None
             if plan is not None:
                 planned = host_work(plan).get(work.name)
@@ -153,12 +151,12 @@ def _pointer(session: Session, work: HostWork, run_id: str | None) -> dict[str, 
     """{run_id, run_dir} of the host's active run, or of `run_id` when its record is there."""
     if run_id is not None:
         run_dir = state.run_dir(work.workdir, run_id)
-        found = session.agent([{"op": "read_file", "path": f"{run_dir}/run.json"}])[0]
-        return {"run_id": run_id, "run_dir": run_dir} if found["status"] == "ok" else None
-    found = session.agent([{"op": "read_file", "path": f"{work.workdir}/active.json"}])[0]
-    if found["status"] != "ok":
+        found = session.agent([Op("read_file", {"path": f"{run_dir}/run.json"})])[0]
+        return {"run_id": run_id, "run_dir": run_dir} if found.status == "ok" else None
+    found = session.agent([Op("read_file", {"path": f"{work.workdir}/active.json"})])[0]
+    if found.status != "ok":
         return None
-    pointer: dict[str, Any] = json.loads(_b64(found["b64"]))
+    pointer: dict[str, Any] = json.loads(_b64(found.data["b64"]))
     return pointer
 
 

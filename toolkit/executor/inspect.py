@@ -16,6 +16,7 @@ from toolkit.executor import containers, state
 from toolkit.executor.cancel import Interrupted, signals
 from toolkit.executor.cluster import Cluster, HostWork, host_work
 from toolkit.executor.session import Session, Unreachable
+from toolkit.host.protocol import Op
 from toolkit.render.run import Recap
 from toolkit.secrets import mask_text
 
@@ -66,7 +67,7 @@ def status(record: state.RunRecord, console: Console, accept_new: bool) -> bool:
         wanted = {n: _processes(w, record) for n, w in hosts.items()}
         done = cluster.each(
             [n for n in cluster.sessions if wanted[n]],
-            lambda s, w: s.agent([{"op": "status", "processes": wanted[w.name]}]),
+            lambda s, w: s.agent([Op("status", {"processes": wanted[w.name]})]),
             recap,
             quiet_ok=True,
         )
@@ -75,7 +76,7 @@ def status(record: state.RunRecord, console: Console, accept_new: bool) -> bool:
         cluster.close()
     for host, results in done.items():
         roles = {p["name"]: (p["role"], p["port"]) for p in wanted[host]}
-        for row in results[0]["processes"]:
+        for row in results[0].data["processes"]:
             role, port = roles[row["name"]]
             ok = row["alive"] and row["http"] == 200
             healthy &= ok
@@ -166,12 +167,12 @@ def logs(
             _container_logs(cluster, boxes, record.run_id, lines, console)
             done = cluster.each(
                 [n for n in cluster.sessions if n in chosen],
-                lambda s, w: s.agent([{"op": "tail", "paths": chosen[w.name], "lines": lines}]),
+                lambda s, w: s.agent([Op("tail", {"paths": chosen[w.name], "lines": lines})]),
                 recap,
                 quiet_ok=True,
             )
             for host, results in done.items():
-                for path, text in results[0]["lines"].items():
+                for path, text in results[0].data["lines"].items():
                     console.rule(f"{host}: {path}")
                     for line in text:
                         console.print(

@@ -6,7 +6,7 @@ shell. Host keys are verified against ~/.ssh/known_hosts; `accept_new` behaves l
 OpenSSH's `StrictHostKeyChecking=accept-new` (unknown keys are recorded, changed keys are
 still refused).
 
-Work goes to one agent process per host (`toolkit/remote/agent.py`), started on the first
+Work goes to one agent process per host (`toolkit/host/agent.py`), started on the first
 request and fed one JSON request per phase over the same channel. Every SSH command costs
 the host a login shell, and shells often run heavy rc files (`conda init`, `pyenv init`:
 about 0.2 CPU-seconds each on the test hosts), so a command pays for one shell and one Python per
@@ -39,15 +39,11 @@ import paramiko
 from fabric import Connection as FabricConnection
 
 from toolkit import shell
+from toolkit.host import bundle, protocol
+from toolkit.host.protocol import Op, Result
 from toolkit.plan import Connection
-from toolkit.remote import agent
 
-AGENT_SOURCE = Path(agent.__file__).read_text()
-# Reads the agent's source (its length on the first line), then serves requests from stdin.
-AGENT_BOOTSTRAP = (
-    "import sys; source = sys.stdin.buffer.read(int(sys.stdin.buffer.readline())); "
-    "exec(compile(source, 'toolkit-agent', 'exec')); serve()"
-)
+AGENT_PAYLOAD = bundle.payload()
 AGENT_CLOSE_TIMEOUT_S = 5.0
 STDERR_KEEP_BYTES = 64 * 1024
 KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
@@ -158,12 +154,12 @@ class Session:
             process.close()
 
     def agent(
-        self, ops: list[dict[str, Any]], check: bool = False, on_progress: Progress | None = None
-    ) -> list[dict[str, Any]]:
+        self, ops: list[Op], check: bool = False, on_progress: Progress | None = None
+    ) -> list[Result]:
         """Run agent tasks as one request; return their results."""
         if self.lost is not None:
             raise self.lost
-        request = json.dumps({"ops": ops, "check": check})
+        request = protocol.encode_request(ops, check)
         try:
             if not self._agent_busy.acquire(blocking=False):
                 # Another phase holds the agent (stopping a run while a wait runs on it):
@@ -186,7 +182,7 @@ class Session:
 
     def _request(
         self, process: _AgentProcess, request: str, on_progress: Progress | None
-    ) -> list[dict[str, Any]]:
+    ) -> list[Result]:
         self._running.add(process)
         try:
             return process.request(request, on_progress)
@@ -195,13 +191,12 @@ class Session:
 
     def _start_agent(self) -> _AgentProcess:
         python = f"{self._prefix()}{shell.quote(self.python)}"
-        command = f"{python} -u -c {shell.quote(AGENT_BOOTSTRAP)}"
+        command = f"{python} -u -c {shell.quote(bundle.BOOTSTRAP)}"
         if self.fabric is None:
             process = _AgentProcess.local(command)
         else:
             process = _AgentProcess.remote(_transport(self.fabric), command)
-        source = AGENT_SOURCE.encode()
-        process.unsent = b"%d\n" % len(source) + source  # goes out with the first request
+        process.unsent = AGENT_PAYLOAD  # goes out with the first request
         return process
 
     def close(self) -> None:
@@ -299,17 +294,17 @@ class _AgentProcess:
             self.errors += chunk
             del self.errors[:-STDERR_KEEP_BYTES]
 
-    def request(self, request: str, on_progress: Progress | None) -> list[dict[str, Any]]:
+    def request(self, request: str, on_progress: Progress | None) -> list[Result]:
         """Send one request; progress lines go to `on_progress`, the result is returned."""
         try:
             self.send(self.unsent + request.encode() + b"\n")
             self.unsent = b""
             for raw in iter(self.stdout.readline, b""):
                 line = raw.decode("utf-8", "replace").rstrip("\n")
-                if line.startswith(agent.RESULT):
-                    return json.loads(line[len(agent.RESULT) :])
-                if line.startswith(agent.PROGRESS) and on_progress:
-                    on_progress(json.loads(line[len(agent.PROGRESS) :]))
+                if line.startswith(protocol.RESULT):
+                    return protocol.decode_results(line[len(protocol.RESULT) :])
+                if line.startswith(protocol.PROGRESS) and on_progress:
+                    on_progress(json.loads(line[len(protocol.PROGRESS) :]))
         except TimeoutError:
             self.close()
             raise

@@ -23,6 +23,7 @@ from toolkit.executor.cancel import Abandoned, Guard, Interrupted
 from toolkit.executor.cluster import Cluster, HostWork
 from toolkit.executor.down import stop_run
 from toolkit.executor.session import Session, parallel
+from toolkit.host.protocol import Op
 from toolkit.plan import Plan
 from toolkit.render.run import Recap
 
@@ -151,8 +152,7 @@ class StopAllOnFailure:
             pidfiles = [
                 state.node_files(work.workdir, self.record.run_id, n)["pidfile"] for n in work.nodes
             ]
-            op = {
-                "op": "stop",
+            args = {
                 "run_id": self.record.run_id,
                 "host": work.tag,
                 "grace": UNWIND_GRACE_S,
@@ -160,7 +160,7 @@ class StopAllOnFailure:
                 "ports": [],
                 "mark": abort_mark(work, self.record),
             }
-            return session.agent([op])
+            return session.agent([Op("stop", args)])
 
         parallel([self.cluster.sessions[n] for n in self.cluster.reachable], kill)
 

@@ -31,6 +31,7 @@ from toolkit.executor.check import CheckOptions, preflight
 from toolkit.executor.cluster import Cluster, HostWork, file_op, host_work
 from toolkit.executor.session import AgentFailed, Session, Unreachable
 from toolkit.executor.unwind import StopAllOnFailure, UpFailed, abort_mark, on_failure, on_interrupt
+from toolkit.host.protocol import Op, Result
 from toolkit.plan import NodePlan, Plan
 from toolkit.render.run import ReadinessView, Recap
 from toolkit.render.scripts import ScriptOptions, node_script, process_script
@@ -220,21 +221,22 @@ def _listeners(work: HostWork, plan: Plan) -> list[dict[str, Any]]:
 
 
 def _prepare(cluster: Cluster, plan: Plan, record: state.RunRecord, recap: Recap) -> None:
-    def prepare(session: Session, work: HostWork) -> list[dict[str, Any]]:
-        ops: list[dict[str, Any]] = [
-            {"op": "active_run", "workdir": work.workdir, "host": work.tag},
-            {"op": "ports_free", "ports": _listeners(work, plan)},
+    def prepare(session: Session, work: HostWork) -> list[Result]:
+        ops = [
+            Op("active_run", {"workdir": work.workdir, "host": work.tag}, stop_on_failure=False),
+            Op("ports_free", {"ports": _listeners(work, plan)}, stop_on_failure=False),
         ]
         if work.nodes and (work.nodes[0].nic or work.nodes[0].nic_env):
-            ops.append({"op": "nic", "address": work.nodes[0].address, "nic": work.nodes[0].nic})
+            first = work.nodes[0]
+            ops.append(Op("nic", {"address": first.address, "nic": first.nic}))
         return session.agent(ops)
 
     done = cluster.each(list(cluster.sessions), prepare, recap, phase="prepare")
     for host, results in done.items():
         for item in results:
-            if item["task"] == "nic" and item.get("nic"):
+            if item.task == "nic" and item.data.get("nic"):
                 for node in cluster.hosts[host].nodes:
-                    record.nics[node.name] = item["nic"]
+                    record.nics[node.name] = item.data["nic"]
 
 
 def _resolve_nics(plan: Plan, record: state.RunRecord) -> list[NodePlan]:
@@ -261,36 +263,33 @@ def _tuners(cluster: Cluster) -> dict[str, str]:
     return {host: machine for machine, host in machines.items()}
 
 
-def _tune_ops(work: HostWork) -> list[dict[str, Any]]:
+def _tune_ops(work: HostWork) -> list[Op]:
     tuning = work.nodes[0].tuning
     glob = role_defaults("cpu_tuning").get("governor_glob", GOVERNOR_GLOB)
-    ops: list[dict[str, Any]] = []
+    ops: list[Op] = []
     for task in load_role("cpu_tuning").tasks:  # the role's task list, in its order
         if task == "cpu_governor" and tuning.cpu_governor:
-            ops.append({"op": "cpu_governor", "glob": glob, "value": tuning.cpu_governor})
+            ops.append(Op("cpu_governor", {"glob": glob, "value": tuning.cpu_governor}))
         elif task == "sysctl":
-            ops += [{"op": "sysctl", "key": k, "value": v} for k, v in tuning.sysctl.items()]
-    # A failed tuning write stops that host's command before anything is started.
-    return [{**op, "stop_on_failure": True} for op in ops]
+            ops += [Op("sysctl", {"key": k, "value": v}) for k, v in tuning.sysctl.items()]
+    return ops
 
 
 def _check_tuning(cluster: Cluster, recap: Recap) -> None:
-    def check(session: Session, work: HostWork) -> list[dict[str, Any]]:
+    def check(session: Session, work: HostWork) -> list[Result]:
         ops = _tune_ops(work)
         return session.agent(ops, check=True) if ops else []
 
     cluster.each(list(_tuners(cluster)), check, recap)
 
 
-def _record_tuning(record: state.RunRecord, host: str, results: list[dict[str, Any]]) -> None:
+def _record_tuning(record: state.RunRecord, host: str, results: list[Result]) -> None:
     previous: dict[str, dict[str, str]] = {"governor": {}, "sysctl": {}}
     for item in results:
-        if item["status"] != "changed":
-            continue
-        if item["task"] == "cpu_governor":
-            previous["governor"].update(item.get("previous", {}))
-        elif item["task"].startswith("sysctl "):
-            previous["sysctl"][item["task"].removeprefix("sysctl ")] = item["before"]
+        if item.task == "cpu_governor":  # a failed write still returns what it changed
+            previous["governor"].update(item.data.get("previous", {}))
+        elif item.task.startswith("sysctl ") and item.status == "changed":
+            previous["sysctl"][item.task.removeprefix("sysctl ")] = item.before
     if previous["governor"] or previous["sysctl"]:
         record.tuning[host] = previous
 
@@ -331,7 +330,7 @@ def _script_options(
 
 def _launch_ops(
     work: HostWork, plan: Plan, nodes: list[NodePlan], record: state.RunRecord, rehearse: bool
-) -> list[dict[str, Any]]:
+) -> list[Op]:
     """Upload the owner-only launch scripts (and the rehearsal engine), start each node."""
     run_dir = state.run_dir(work.workdir, record.run_id)
     files: list[tuple[str, str, str]] = []
@@ -348,11 +347,11 @@ def _launch_ops(
             options = containers.script_options(options, node, argv, env_file)
         script = node_script(plan, node, options)
         files.append((paths["script"], script, "700"))
-        starts.append({"op": "start", "name": node.name, **paths})
+        starts.append(Op("start", {"name": node.name, **paths}))
     pointer = {"run_id": record.run_id, "run_dir": run_dir, "profile": plan.profile}
     files.append((f"{work.workdir}/active.json", json.dumps(pointer), "600"))
     files.append(_remote_record(work, record))
-    return [{**file_op(files), "stop_on_failure": True}, *starts]
+    return [file_op(files), *starts]
 
 
 def _remote_record(work: HostWork, record: state.RunRecord) -> tuple[str, str, str]:
@@ -378,7 +377,7 @@ def _tune_and_launch(
     """One command per host: tune (the machine's first host), then write and start."""
     tuners = _tuners(cluster)
 
-    def work_on(session: Session, work: HostWork) -> list[dict[str, Any]]:
+    def work_on(session: Session, work: HostWork) -> list[Result]:
         ops = _tune_ops(work) if work.name in tuners else []
         return session.agent(ops + _launch_ops(work, plan, nodes, record, options.rehearse))
 
@@ -437,13 +436,13 @@ def _wait_nodes(
             if event["state"] == "failed":
                 abort()
 
-        def wait(session: Session, work: HostWork) -> list[dict[str, Any]]:
-            op = {
-                "op": "wait_http",
+        def wait(session: Session, work: HostWork) -> list[Result]:
+            args = {
                 "targets": targets[work.name],
                 "timeout": timeout,
                 "abort_mark": abort_mark(work, record),
             }
+            op = Op("wait_http", args, stop_on_failure=False)
             # The host's run record now carries the tuning to restore (known since launch).
             record_op = file_op([_remote_record(work, record)])
             try:
@@ -458,21 +457,21 @@ def _wait_nodes(
     return _report(done, {n.name: n for n in nodes}, console) and answered
 
 
-def _report(done: dict[str, list[dict[str, Any]]], procs: dict[str, Any], console: Console) -> bool:
+def _report(done: dict[str, list[Result]], procs: dict[str, Any], console: Console) -> bool:
     """Show each failed process's command and log tail; True when everything is ready."""
     ok = len(done) > 0
     for host, results in done.items():
         for item in results:
-            if item["status"] == "failed" and item["task"].startswith("ready "):
+            if item.failed and item.task.startswith("ready "):
                 ok = False
-                name = item["task"].removeprefix("ready ")
+                name = item.task.removeprefix("ready ")
                 _show_failure(console, name, host, procs.get(name), item)
-            elif item["status"] == "failed" or item["status"] == "skipped":
+            elif item.status in ("failed", "skipped"):
                 ok = False
     return ok
 
 
-def _show_failure(console: Console, name: str, host: str, node: Any, entry: dict[str, Any]) -> None:
+def _show_failure(console: Console, name: str, host: str, node: Any, entry: Result) -> None:
     env = getattr(node, "env", {})
     argv = getattr(node, "argv", [])
     command = mask_text(shell.join(mask_argv(argv)), env) if argv else "(unknown)"
@@ -483,7 +482,7 @@ def _show_failure(console: Console, name: str, host: str, node: Any, entry: dict
         console.print(
             "[bold]env:[/] " + " ".join(f"{k}={v}" for k, v in masked.items()), highlight=False
         )
-    lines = entry.get("log_tail") or []
+    lines = entry.data.get("log_tail") or []
     if lines:
         console.print(f"[bold]last {len(lines)} log lines:[/]")
         console.print(mask_text("\n".join(lines), env), highlight=False, markup=False)
@@ -492,7 +491,7 @@ def _show_failure(console: Console, name: str, host: str, node: Any, entry: dict
 # ----------------------------------------------------------------------------- router
 
 
-def _smoke_op(plan: Plan) -> dict[str, Any]:
+def _smoke_op(plan: Plan) -> Op:
     """One request through the endpoint (from the endpoint's own host)."""
     endpoint = plan.endpoint
     base = f"http://{_url_host(endpoint.local_address)}:{endpoint.port}"
@@ -509,7 +508,7 @@ def _smoke_op(plan: Plan) -> dict[str, Any]:
     else:
         url = f"{base}/generate"
         body = {"text": prompt, "sampling_params": {"max_new_tokens": tokens, "temperature": 0}}
-    return {"op": "http", "url": url, "method": "POST", "body": body, "timeout": 300}
+    return Op("http", {"url": url, "method": "POST", "body": body, "timeout": 300})
 
 
 def _router_and_smoke(
@@ -517,7 +516,7 @@ def _router_and_smoke(
 ) -> str | None:
     """Router (PD): write, start, wait for /readiness, then the smoke request, all in one
     command on the router host. Mixed: the smoke request on the rank-0 host."""
-    ops: list[dict[str, Any]] = []
+    ops: list[Op] = []
     host = plan.endpoint.host
     if plan.router is not None:
         router = plan.router
@@ -529,14 +528,9 @@ def _router_and_smoke(
         path = role_defaults("router").get("readiness_path", "/readiness")
         target = _target("router", router.bind, router.listen["http"], files, path)
         ops += [
-            {**file_op([(files["script"], script, "700")]), "stop_on_failure": True},
-            {"op": "start", "name": "router", **files, "stop_on_failure": True},
-            {
-                "op": "wait_http",
-                "targets": [target],
-                "timeout": ROUTER_READY_TIMEOUT_S,
-                "stop_on_failure": True,
-            },
+            file_op([(files["script"], script, "700")]),
+            Op("start", {"name": "router", **files}),
+            Op("wait_http", {"targets": [target], "timeout": ROUTER_READY_TIMEOUT_S}),
         ]
         console.print(f"starting the router on {host}; waiting for GET {path}")
     ops.append(_smoke_op(plan))
@@ -546,17 +540,17 @@ def _router_and_smoke(
     results = done[host]
     if not _report({host: results}, {"router": plan.router}, console):
         return None
-    smoke = next((r for r in results if r["task"] == "http"), None)
-    if smoke is None or smoke["status"] != "ok":
+    smoke = next((r for r in results if r.task == "http"), None)
+    if smoke is None or smoke.status != "ok":
         return None
     return _answer(plan, smoke, host, recap)
 
 
-def _answer(plan: Plan, smoke: dict[str, Any], host: str, recap: Recap) -> str | None:
+def _answer(plan: Plan, smoke: Result, host: str, recap: Recap) -> str | None:
     from toolkit.render.run import TaskResult
 
     try:
-        data = json.loads(smoke["body"])
+        data = json.loads(smoke.data["body"])
     except ValueError:
         data = {}
     if plan.engine == "vllm":
@@ -564,7 +558,7 @@ def _answer(plan: Plan, smoke: dict[str, Any], host: str, recap: Recap) -> str |
     else:
         text = data.get("text")
     if not text:
-        body = smoke["body"][:200]
+        body = smoke.data["body"][:200]
         recap.add(TaskResult(host, "smoke request", "failed", f"empty answer: {body}"))
         return None
     return str(text).strip()

@@ -17,6 +17,8 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from toolkit.host.protocol import Result
+
 STATUSES = ("ok", "changed", "skipped", "failed", "unreachable")
 STYLE = {
     "ok": "green",
@@ -38,16 +40,15 @@ class TaskResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_agent(cls, host: str, raw: dict[str, Any]) -> TaskResult:
-        known = {"task", "status", "msg", "before", "after"}
+    def from_agent(cls, host: str, result: Result) -> TaskResult:
         return cls(
-            host=host,
-            task=raw["task"],
-            status=raw["status"],
-            msg=raw.get("msg", ""),
-            before=raw.get("before"),
-            after=raw.get("after"),
-            extra={k: v for k, v in raw.items() if k not in known},
+            host,
+            result.task,
+            result.status,
+            result.msg,
+            result.before,
+            result.after,
+            dict(result.data),
         )
 
 
@@ -67,8 +68,8 @@ class Recap:
                 self.console.print(self.line(result), highlight=False)
         return result
 
-    def add_agent(self, host: str, raws: list[dict[str, Any]], quiet_ok: bool = False) -> None:
-        for raw in raws:
+    def add_agent(self, host: str, results: list[Result], quiet_ok: bool = False) -> None:
+        for raw in results:
             result = TaskResult.from_agent(host, raw)
             self.add(result, quiet=quiet_ok and result.status == "ok")
 
