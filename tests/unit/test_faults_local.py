@@ -21,10 +21,10 @@ from tests.unit.test_check_rules import WORKDIR, failed, findings, healthy
 from tests.unit.test_planner import plan_for
 from toolkit.executor.cancel import Abandoned, Interrupted, signals
 from toolkit.executor.session import parallel
-from toolkit.preflight.remote_probe import _disks
 from toolkit.host import facts as agent
 from toolkit.host.agent import run_op
 from toolkit.host.protocol import Op
+from toolkit.preflight.remote_probe import _disks
 
 
 def _kill_me_soon(signum: int) -> None:
