@@ -58,6 +58,11 @@ def check_group(name: str) -> str:
     return _check(name, GROUP, "group name", "letters, digits and . _ -")
 
 
+def check_role(name: str, what: str = "role name") -> str:
+    """Role names and play ids: folder names, and words in a profile's `plays:`."""
+    return _check(name, GROUP, what, "letters, digits and . _ -")
+
+
 def check_run_id(run_id: str) -> str:
     return _check(run_id, RUN_ID, "run id", "letters, digits and . _ + - (as `toolkit up` prints)")
 

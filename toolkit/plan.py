@@ -151,6 +151,8 @@ class Plan:
     collective: dict[str, Any] = field(default_factory=dict)  # the profile's `collective`
     # The profile's bench.client ("sglang" or "vllm"); None: chosen on the bench host.
     bench_client: str | None = None
+    # The profile's extra roles per play id of the up playbook (user roles).
+    plays: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def hosts(self) -> list[str]:

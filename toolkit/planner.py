@@ -92,6 +92,7 @@ def build_plan(inventory: Inventory, profile: Profile) -> Plan:
         inventory=inventory.path,
         notes=notes,
         bench_client=profile.bench.client,
+        plays={play: list(roles) for play, roles in profile.plays.items()},
     )
     _check_ports(plan, inventory)
     return plan

@@ -21,6 +21,7 @@ Scalar = str | int | float | bool
 # they enter: a profile file or `--set env.NAME=...`.
 EnvName = Annotated[str, AfterValidator(names.check_env_name)]
 SysctlName = Annotated[str, AfterValidator(names.check_sysctl)]
+RoleName = Annotated[str, AfterValidator(names.check_role)]
 # Paths that scripts source: any text but control characters.
 ScriptPath = Annotated[str, AfterValidator(lambda v: names.check_text(v, "path"))]
 FlagValue = Scalar | list[Scalar] | None
@@ -208,6 +209,9 @@ class Profile(Strict):
     collective: Collective = Collective()
     readiness_timeout_s: float = Field(3600.0, gt=0)
     container: Container = Container()
+    # Extra roles per play of `up`'s playbook, by play id, run after the play's own roles
+    # (`plays: {prepare: [site_nfs, engine_wheel]}`); found with --roles-dir.
+    plays: dict[RoleName, list[RoleName]] = {}
 
     @model_validator(mode="after")
     def _roles_fit_mode(self) -> Profile:

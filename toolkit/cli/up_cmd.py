@@ -27,6 +27,18 @@ from toolkit.executor.up import UpOptions, up
 @click.option(
     "--translate-flags", is_flag=True, help="Launch with known flag renames applied (see check)."
 )
+@click.option(
+    "--playbook",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Run this playbook instead of the shipped playbooks/up.yaml.",
+)
+@click.option(
+    "--roles-dir",
+    "roles_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A folder of your own roles (searched before toolkit's; also $TOOLKIT_ROLES_DIR).",
+)
 @collective_options
 @host_key_option
 def command(
@@ -45,6 +57,8 @@ def command(
     collective: bool | None,
     collective_backend: str,
     accept_new_host_keys: bool,
+    playbook: Path | None,
+    roles_dirs: tuple[Path, ...],
 ) -> None:
     """Check, tune the hosts, launch every node, wait for /health, start the router, smoke."""
     if skip_check and translate_flags:
@@ -65,6 +79,8 @@ def command(
         translate_flags=translate_flags,
         collective=collective,
         collective_backend=collective_backend,
+        playbook=playbook,
+        roles_dirs=roles_dirs,
     )
     up(plan, options, Console())
     sys.exit(0)

@@ -51,45 +51,57 @@ def script_options(
     return replace(options, env_file=env_file, container_command=command)
 
 
+def probe_host(
+    session: Session,
+    work: HostWork,
+    plan: Plan,
+    run_id: str,
+    rehearse: bool,
+    check: bool,
+    console: Console,
+) -> list[Result]:
+    """Runtime present, image present or pulled, GPU/NPU access, leftovers of older runs,
+    on one host. `check`: nothing is pulled; an image that would be is reported as such."""
+    found: list[Result] = []
+    by_runtime: dict[str, list[ContainerPlan]] = {}
+    for item in containers_of(work):
+        by_runtime.setdefault(item.runtime, []).append(item)
+    for runtime, items in by_runtime.items():
+        words = [w for c in items for w in (*c.options, *c.devices)]
+        script = probe.probe_script(
+            runtime,
+            list(dict.fromkeys(c.image for c in items)),
+            "never" if check else items[0].pull,
+            work.tag,
+            run_id,
+            gpus="--gpus" in words and not rehearse,
+            ascend=plan.platform == "ascend" and not rehearse,
+        )
+
+        def progress(line: str, host: str = work.name) -> None:
+            if line.startswith("progress\t"):
+                console.print(f"  [{host}] {line[9:]}", highlight=False, markup=False)
+
+        rc, out, err = session.run_script(script, on_line=progress)
+        if rc != 0:
+            found.append(_raw(f"{runtime} preflight", "failed", err.strip()[-300:]))
+            continue
+        for status, detail, fix in probe.findings(runtime, items[0].pull, out, check):
+            msg = f"{detail}; fix: {fix}" if fix else detail
+            found.append(_raw(f"{runtime}", status, msg))
+    return found
+
+
 def preflight(
     cluster: Cluster, plan: Plan, run_id: str, rehearse: bool, recap: Recap, check: bool = False
 ) -> None:
-    """Runtime present, image present or pulled (every host at once), GPU/NPU access,
-    leftovers of older runs; each finding goes to the recap (a failure stops `up`).
-    `check`: nothing is pulled; an image that would be is reported as such."""
-
-    def probe_host(session: Session, work: HostWork) -> list[Result]:
-        found: list[Result] = []
-        by_runtime: dict[str, list[ContainerPlan]] = {}
-        for item in containers_of(work):
-            by_runtime.setdefault(item.runtime, []).append(item)
-        for runtime, items in by_runtime.items():
-            words = [w for c in items for w in (*c.options, *c.devices)]
-            script = probe.probe_script(
-                runtime,
-                list(dict.fromkeys(c.image for c in items)),
-                "never" if check else items[0].pull,
-                work.tag,
-                run_id,
-                gpus="--gpus" in words and not rehearse,
-                ascend=plan.platform == "ascend" and not rehearse,
-            )
-
-            def progress(line: str, host: str = work.name) -> None:
-                if line.startswith("progress\t"):
-                    cluster.console.print(f"  [{host}] {line[9:]}", highlight=False, markup=False)
-
-            rc, out, err = session.run_script(script, on_line=progress)
-            if rc != 0:
-                found.append(_raw(f"{runtime} preflight", "failed", err.strip()[-300:]))
-                continue
-            for status, detail, fix in probe.findings(runtime, items[0].pull, out, check):
-                msg = f"{detail}; fix: {fix}" if fix else detail
-                found.append(_raw(f"{runtime}", status, msg))
-        return found
-
+    """`probe_host` on every host with containers at once; each finding to the recap."""
     names = [n for n in cluster.sessions if containers_of(cluster.hosts[n])]
-    cluster.each(names, probe_host, recap)
+    cluster.each(
+        names,
+        lambda s, w: probe_host(s, w, plan, run_id, rehearse, check, cluster.console),
+        recap,
+    )
 
 
 def check_findings(cluster: Cluster, plan: Plan, rehearse: bool) -> list[Finding]:
@@ -118,7 +130,7 @@ def check_findings(cluster: Cluster, plan: Plan, rehearse: bool) -> list[Finding
     return out
 
 
-def stop_results(session: Session, work: HostWork, run_id: str, grace: float) -> list[dict]:
+def stop_results(session: Session, work: HostWork, run_id: str, grace: float) -> list[Result]:
     """Stop (grace) and remove the run's containers on this host, verified by label."""
     out: list[Result] = []
     for runtime in dict.fromkeys(c.runtime for c in containers_of(work)):

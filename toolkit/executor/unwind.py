@@ -10,20 +10,16 @@ processes on a host whose connection was lost keep running until that host answe
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from rich.console import Console
 
 from toolkit.errors import ToolkitError
 from toolkit.executor import state
 from toolkit.executor.cancel import Abandoned, Guard, Interrupted
-from toolkit.executor.cluster import Cluster, HostWork
+from toolkit.executor.cluster import Cluster
 from toolkit.executor.down import stop_run
-from toolkit.executor.session import Session, parallel
-from toolkit.host.protocol import Op
 from toolkit.plan import Plan
 from toolkit.render.run import Recap
 
@@ -128,42 +124,3 @@ def _stop(cluster: Cluster, plan: Plan, record: state.RunRecord, recap: Recap) -
     record.stopped = time.time()
     state.save(record, make_current=False)
     state.forget_current(record.run_id)
-
-
-class StopAllOnFailure:
-    """Stops every node of the run as soon as one fails or its host is lost (unless
-    --keep-on-failure), so the other hosts' waits end at once instead of at the timeout."""
-
-    def __init__(self, cluster: Cluster, record: state.RunRecord, enabled: bool) -> None:
-        self.cluster, self.record, self.enabled = cluster, record, enabled
-        self.lock = threading.Lock()
-        self.fired = False
-
-    def __call__(self) -> None:
-        with self.lock:
-            if self.fired or not self.enabled:
-                return
-            self.fired = True
-        threading.Thread(target=self._kill, daemon=True).start()
-
-    def _kill(self) -> None:
-        def kill(session: Session) -> Any:
-            work = self.cluster.hosts[session.name]
-            pidfiles = [
-                state.node_files(work.workdir, self.record.run_id, n)["pidfile"] for n in work.nodes
-            ]
-            args = {
-                "run_id": self.record.run_id,
-                "host": work.tag,
-                "grace": UNWIND_GRACE_S,
-                "pidfiles": pidfiles,
-                "ports": [],
-                "mark": abort_mark(work, self.record),
-            }
-            return session.agent([Op("stop", args)])
-
-        parallel([self.cluster.sessions[n] for n in self.cluster.reachable], kill)
-
-
-def abort_mark(work: HostWork, record: state.RunRecord) -> str:
-    return f"{state.run_dir(work.workdir, record.run_id)}/.stopping"

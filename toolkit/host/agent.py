@@ -55,9 +55,12 @@ def run_op(op: Op, check: bool) -> list[Result]:
             Result(op.label, "failed", "no module %r on the host (known: %s)" % (op.module, known))
         ]
     try:
-        return module.run(op.args, check, progress, op.name)
+        results = module.run(op.args, check, progress, op.name)
     except Exception as exc:  # report, never die silently: the control side needs JSON
-        return [Result(op.label, "failed", "%s: %s" % (type(exc).__name__, exc))]
+        results = [Result(op.label, "failed", "%s: %s" % (type(exc).__name__, exc))]
+    for item in results:
+        item.module = op.module
+    return results
 
 
 def handle(ops: list[Op], check: bool) -> list[Result]:

@@ -46,6 +46,7 @@ class Result:
     before: Any = None
     after: Any = None
     data: dict[str, Any] = field(default_factory=dict)
+    module: str = ""  # the module that produced it (set by the agent)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

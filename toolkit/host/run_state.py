@@ -109,3 +109,23 @@ class Release(Module):
         with contextlib.suppress(FileNotFoundError):
             os.remove(args["path"])
         return decision.result(self.name, "removed the record of %s" % args["run_id"])
+
+
+@register
+class PathsExist(Module):
+    """A read-only assertion: these paths exist (all of them, or with `any` one of them)."""
+
+    name = "paths_exist"
+
+    def facts(self, args: dict) -> dict:
+        return {"present": [p for p in args["paths"] if os.path.exists(p)]}
+
+    def decide(self, args: dict, facts: dict) -> Decision:
+        paths, present = list(args["paths"]), facts["present"]
+        missing = [p for p in paths if p not in present]
+        enough = bool(present) if args.get("any") else not missing
+        if enough:
+            return Decision.ok("found " + ", ".join(present))
+        fix = "; fix: %s" % args["fix"] if args.get("fix") else ""
+        which = "none of" if args.get("any") else "missing:"
+        return Decision.fail("%s %s%s" % (which, ", ".join(missing), fix))

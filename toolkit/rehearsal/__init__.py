@@ -16,3 +16,10 @@ DIRECTORY = Path(__file__).resolve().parent
 # What `toolkit bench` uploads to the bench host of a rehearsal, into one directory; the
 # tokenizer imports the dataset module, which imports the engine's word list.
 BENCH_HELPERS = ("engine.py", "dataset.py", "tokenizer.py")
+# The rehearsal engine: the entry file and the siblings it imports, uploaded into one directory.
+ENGINE_ENTRY = "engine.py"
+ENGINE_MODULES = (ENGINE_ENTRY,)
+
+
+def engine_files() -> dict[str, str]:
+    return {name: (DIRECTORY / name).read_text() for name in ENGINE_MODULES}
