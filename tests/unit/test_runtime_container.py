@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_planner import plan_for
+from toolkit import rehearsal
 from toolkit.errors import PlanError
 from toolkit.executor.containers import script_options
 from toolkit.executor.state import RunRecord
-from toolkit.executor.up import ENGINE_FILE, _script_options, rehearsal_argv
 from toolkit.inventory import parse_inventory
 from toolkit.plan import plan_from_dict
 from toolkit.planner import build_plan
@@ -25,6 +25,8 @@ from toolkit.profiles import load_profile
 from toolkit.render.scripts import ScriptOptions, node_script
 from toolkit.runtime import container as rt
 from toolkit.runtime import preflight
+from toolkit.tasks.serving import rehearsal_argv
+from toolkit.tasks.serving import script_options as node_options
 
 RUN = "20261201-000000-x-ab12"
 MIXED = """
@@ -84,7 +86,7 @@ def test_seed_002_rehearsal_keeps_the_image_and_wiring_and_runs_the_engine_insid
     record = RunRecord(run_id=RUN, plan={}, rehearse=True, started=0.0)
     engine = f"/var/tmp/toolkit/runs/{RUN}/engine.py"
     argv = rehearsal_argv(plan, node, engine, plan.rehearsal)
-    options = _script_options(record, "b200@10.0.0.1", node.name, argv)
+    options = node_options(record, "b200@10.0.0.1", node.name, argv)
     options = script_options(options, node, argv, f"/var/tmp/toolkit/runs/{RUN}/m.env")
     script = node_script(plan, node, options)
     path = tmp_path / "node.sh"
@@ -101,7 +103,7 @@ def test_seed_002_rehearsal_keeps_the_image_and_wiring_and_runs_the_engine_insid
         "zai-org/GLM-5-FP8", "--max-model-len", "32768", "--gpu-memory-utilization", "0.90",
         "--trust-remote-code", "--tensor-parallel-size", "8",
     ]  # fmt: skip
-    assert ENGINE_FILE.name == "engine.py"
+    assert rehearsal.ENGINE_ENTRY == "engine.py"
     # Mounts that exist on the host are added by the script (the workdir holds the engine),
     # the recipe's volumes too.
     assert "if [ -e /var/tmp/toolkit ]; then mounts+=(-v /var/tmp/toolkit:/var/tmp/toolkit)" in (

@@ -43,6 +43,7 @@ from toolkit.bench.verdict import SLO, Verdict, evaluate, parse_slos
 from toolkit.errors import ToolkitError
 from toolkit.executor import state
 from toolkit.executor.bench_host import BenchHost, client_wrapper, stop_after_interrupt
+from toolkit.executor.bench_play import BenchPlaybook
 from toolkit.executor.check_plan import cards_per_node
 from toolkit.executor.cluster import Cluster, file_op, host_work
 from toolkit.executor.session import Session
@@ -195,9 +196,9 @@ class BenchSession:
         self.host = BenchHost(
             self.session, self.host_name, self.plan.bench.python, f"{self.run_dir}/bench"
         )
-        if self.record.rehearse:
-            self._prepare_rehearsal()
-        self._preflight()
+        # The bench role's tasks up to `bench_serving` run now; from it on, once per point.
+        self.playbook = BenchPlaybook(self)
+        self.playbook.before_points()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -211,7 +212,7 @@ class BenchSession:
 
     # ------------------------------------------------------------------ before the first run
 
-    def _preflight(self) -> None:
+    def preflight(self) -> None:
         """Client, endpoint, dataset: each said in one line, each fatal when wrong."""
         flags = self.flags({})
         path = flag_value(flags, "dataset-path")
@@ -278,7 +279,7 @@ class BenchSession:
     def _say(self, label: str, text: str) -> None:
         self.console.print(f"[bold]{label}:[/] {text}", highlight=False)
 
-    def _prepare_rehearsal(self) -> None:
+    def prepare_rehearsal(self) -> None:
         """Upload and run the tokenizer and dataset builders with the bench host's Python.
 
         The helpers import only each other (and `tokenizers`): the host has no toolkit."""
@@ -337,6 +338,10 @@ class BenchSession:
         return sglang_argv(module, python, flags, output)
 
     def run(self, extra: dict[str, Any], label: str, local_dir: Path) -> BenchRun:
+        """One point: the bench role's tasks from `bench_serving` on (see `run_point`)."""
+        return self.playbook.point(extra, label, local_dir)
+
+    def run_point(self, extra: dict[str, Any], label: str, local_dir: Path) -> BenchRun:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = f"{self.run_dir}/bench-{stamp}-{label}"
         remote_out = f"{base}.json" if self._vllm else f"{base}.jsonl"

@@ -506,6 +506,10 @@ def parallel(items: Iterable[T], fn: Callable[[T], Any], workers: int = 16) -> l
         except Exception as exc:  # kept per host: one bad host never hides the others
             return exc
 
+    if len(items) == 1:
+        # One host (the bench host): in this thread, so Ctrl-C interrupts the call itself.
+        return [guarded(items[0])]
+
     pool = ThreadPoolExecutor(max_workers=min(workers, len(items)))
     try:
         futures = [pool.submit(guarded, item) for item in items]

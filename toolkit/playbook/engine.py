@@ -103,7 +103,6 @@ def run_play(
     for name, (_, known) in compiled.items():
         for item in known:
             run.recap.add(TaskResult(name, item.task, item.status, item.msg), quiet=True)
-    )
     done: dict[str, list[Result]] = {name: list(known) for name, (_, known) in compiled.items()}
     failed: set[str] = set()
     started: list[ControllerModule] = []  # `before` runs just ahead of a module's first wave
