@@ -77,8 +77,8 @@ def test_up_compiles_to_the_requests_the_roles_list() -> None:
     assert list(plays) == ["preflight", "prepare", "launch", "router"]
     host = plan.nodes[0].host
     assert _ops(run, plays["preflight"], host) == ["active_run", "ports_free", "nic"]
-    # The profile's sysctls, each its own task result; the rehearsal checks no CANN files.
-    assert set(_ops(run, plays["prepare"], host)) == {"sysctl"}
+    # The governor and each sysctl of the profile; a rehearsal checks no CANN files.
+    assert set(_ops(run, plays["prepare"], host)) == {"cpu_governor", "sysctl"}
     assert _ops(run, plays["launch"], host) == ["write_files", "start", "write_files", "wait_http"]
     assert _ops(run, plays["router"], plan.router.host) == [
         "write_files", "start", "wait_http", "http",
