@@ -145,7 +145,7 @@ def test_a_profile_adds_user_roles_to_a_play(tmp_path: Path) -> None:
 
 def test_a_profile_naming_an_unknown_play_is_an_error() -> None:
     plan = plan_for(PROFILE, overrides=("plays.warmup=[x]",))
-    with pytest.raises(PlaybookError, match="warmup is not a play of .*up.yaml"):
+    with pytest.raises(PlaybookError, match=r"warmup is not a play of .*up\.yaml"):
         load_up_plays(plan, UpOptions())
 
 
@@ -174,5 +174,5 @@ def test_a_missing_template_value_is_an_error_naming_the_task(tmp_path: Path) ->
     plan = plan_for(PROFILE)
     run = _run(plan)
     role = RoleSearch((tmp_path,)).role(RoleRef("r"), frozenset(MODULES))
-    with pytest.raises(PlaybookError, match="task 1.*'nope' is undefined"):
+    with pytest.raises(PlaybookError, match=r"task 1.*'nope' is undefined"):
         compile_host([role], _host(run, plan.nodes[0].host), run)
