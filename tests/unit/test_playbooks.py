@@ -4,6 +4,7 @@ changes those requests. No hosts: a play compiles without connecting."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def _copy_roles(tmp_path: Path) -> Path:
 def test_removing_a_task_removes_it_from_what_runs(tmp_path: Path) -> None:
     folder = _copy_roles(tmp_path)
     tasks = folder / "sglang_server" / "tasks" / "main.yaml"
-    kept = tasks.read_text().split("- name: wait until")[0]
+    kept = tasks.read_text().split("- name: wait healthy")[0]
     tasks.write_text(kept)
     plan = plan_for(PROFILE)
     plays = dict((p.id, r) for p, r in load_up_plays(plan, UpOptions(roles_dirs=(folder,))))
@@ -176,3 +177,32 @@ def test_a_missing_template_value_is_an_error_naming_the_task(tmp_path: Path) ->
     role = RoleSearch((tmp_path,)).role(RoleRef("r"), frozenset(MODULES))
     with pytest.raises(PlaybookError, match=r"task 1.*'nope' is undefined"):
         compile_host([role], _host(run, plan.nodes[0].host), run)
+
+
+def _doc_roles(tmp_path: Path) -> Path:
+    """The roles docs/roles.md shows, written out as the user would (file by file)."""
+    text = (Path(__file__).parents[2] / "docs" / "roles.md").read_text()
+    found = re.findall(r"`site-roles/([\w/.]+)`:\n\n```yaml\n(.*?)```", text, re.S)
+    assert len(found) >= 4, "docs/roles.md lost its worked roles"
+    for relative, body in found:
+        path = tmp_path / "site-roles" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(body)
+    return tmp_path / "site-roles"
+
+
+def test_the_worked_roles_in_the_docs_load_and_compile(tmp_path: Path) -> None:
+    folder = _doc_roles(tmp_path)
+    names = ["site_nfs", "engine_wheel", "warm_page_cache"]
+    plan = plan_for(PROFILE, overrides=(f"plays.prepare=[{', '.join(names)}]",))
+    plays = dict((p.id, r) for p, r in load_up_plays(plan, UpOptions(roles_dirs=(folder,))))
+    run = _run(plan, rehearse=False)
+    steps, _ = compile_host(plays["prepare"], _host(run, plan.nodes[0].host), run)
+    ops = [op for s in steps for op in s.ops]
+    by_name = {op.name: op for op in ops}
+    assert by_name["nfs mount"].args["creates"] == "/mnt/models/GLM-5.1-w4a8/config.json"
+    assert by_name["nfs mount"].args["argv"][-1] == "/mnt/models"
+    wheel = by_name["engine wheel"].args["cmd"]
+    assert "-m pip install --no-deps /mnt/models/wheels/sglang-0.5.23-py3-none-any.whl" in wheel
+    assert by_name["warm page cache"].module == "shell"
+    assert by_name["nfs mount point"].args["state"] == "directory"
