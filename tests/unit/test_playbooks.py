@@ -206,3 +206,18 @@ def test_the_worked_roles_in_the_docs_load_and_compile(tmp_path: Path) -> None:
     assert "-m pip install --no-deps /mnt/models/wheels/sglang-0.5.23-py3-none-any.whl" in wheel
     assert by_name["warm page cache"].module == "shell"
     assert by_name["nfs mount point"].args["state"] == "directory"
+
+
+def test_skip_tags_skips_the_tagged_tasks(tmp_path: Path) -> None:
+    folder = _doc_roles(tmp_path)
+    plan = plan_for(PROFILE, overrides=("plays.prepare=[warm_page_cache]",))
+    plays = dict((p.id, r) for p, r in load_up_plays(plan, UpOptions(roles_dirs=(folder,))))
+    run = _run(plan, rehearse=False)
+    host = _host(run, plan.nodes[0].host)
+    assert "shell" in [
+        op.module for s in compile_host(plays["prepare"], host, run)[0] for op in s.ops
+    ]
+    run.skip_tags = frozenset({"warm"})
+    steps, known = compile_host(plays["prepare"], host, run)
+    assert "shell" not in [op.module for s in steps for op in s.ops]
+    assert [r.msg for r in known if r.task == "warm page cache"] == ["--skip-tags warm"]

@@ -39,6 +39,12 @@ from toolkit.executor.up import UpOptions, up
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="A folder of your own roles (searched before toolkit's; also $TOOLKIT_ROLES_DIR).",
 )
+@click.option(
+    "--skip-tags",
+    "skip_tags",
+    multiple=True,
+    help="Skip the tasks with this tag (repeatable), as ansible-playbook --skip-tags.",
+)
 @collective_options
 @host_key_option
 def command(
@@ -59,6 +65,7 @@ def command(
     accept_new_host_keys: bool,
     playbook: Path | None,
     roles_dirs: tuple[Path, ...],
+    skip_tags: tuple[str, ...],
 ) -> None:
     """Check, tune the hosts, launch every node, wait for /health, start the router, smoke."""
     if skip_check and translate_flags:
@@ -81,6 +88,7 @@ def command(
         collective_backend=collective_backend,
         playbook=playbook,
         roles_dirs=roles_dirs,
+        skip_tags=frozenset(skip_tags),
     )
     up(plan, options, Console())
     sys.exit(0)

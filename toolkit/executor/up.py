@@ -56,6 +56,7 @@ class UpOptions:
     collective_backend: str | None = None
     playbook: Path | None = None  # None: the shipped playbooks/up.yaml
     roles_dirs: tuple[Path, ...] = ()
+    skip_tags: frozenset[str] = frozenset()
 
 
 def load_up_plays(plan: Plan, options: UpOptions) -> list[tuple[Play, list[Role]]]:
@@ -182,6 +183,7 @@ class _Run:
             keep_on_failure=options.keep_on_failure,
             readiness_timeout_s=_readiness_timeout(plan, options),
             guard=self.guard,
+            skip_tags=options.skip_tags,
         )
         tuning_hosts = tuners(cluster)
         for play, roles in plays:

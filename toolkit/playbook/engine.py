@@ -68,6 +68,10 @@ def compile_host(roles: list[Role], host: HostCtx, run: RunCtx) -> tuple[list[St
     for role in roles:
         for task in role.tasks:
             values = {**role.defaults, **host.vars}
+            skip = sorted(set(task.tags) & run.skip_tags)
+            if skip:
+                known.append(Result(task.name, "skipped", f"--skip-tags {', '.join(skip)}"))
+                continue
             if task.when is not None and not evaluate(task.when, values, task.where):
                 known.append(Result(task.name, "skipped", f"when: {task.when}"))
                 continue

@@ -44,6 +44,7 @@ class RunCtx:
     keep_on_failure: bool = False
     readiness_timeout_s: float = 600.0
     guard: Guard | None = None
+    skip_tags: frozenset[str] = frozenset()  # tasks with one of these tags do not run
     # Filled as plays run: the smoke request's answer, the readiness view, ...
     shared: dict[str, Any] = field(default_factory=dict)
 
