@@ -179,23 +179,29 @@ def toolkit_inputs(cluster: TestCluster, work: Path, rep: int) -> tuple[Path, Pa
     return profile, inventory
 
 
-def toolkit_round(bench: Bench, cluster: TestCluster, work: Path, rep: int) -> dict[str, Run]:
-    """`up --check`, `up`, `down` on every host; always leaves the hosts clean."""
+def toolkit_round(
+    bench: Bench, cluster: TestCluster, work: Path, rep: int, tool: str = "toolkit"
+) -> dict[str, Run]:
+    """`up --check`, `up`, `down` on every host; always leaves the hosts clean. `tool`
+    "baseline" runs the checkout given with --baseline (an earlier toolkit) instead."""
     profile, inventory = toolkit_inputs(cluster, work, rep)
     env = toolkit_env(work / "home")
+    if tool == "baseline":
+        assert bench.baseline is not None
+        env["PYTHONPATH"] = str(bench.baseline)  # ahead of the editable install's path
     cli = [str(VENV_PYTHON), "-m", "toolkit.cli"]
     up = [*cli, "up", "-p", str(profile), "-i", str(inventory), "--rehearse", "--skip-check"]
     log = bench.log_path(len(cluster.hosts), rep)
     out: dict[str, Run] = {}
     bench.tuning.restore()
-    out["toolkit check"] = run_timed([*up, "--check"], env, REPO, log("toolkit-check"))
+    out[f"{tool} check"] = run_timed([*up, "--check"], env, REPO, log(f"{tool}-check"))
     bench.tuning.restore()
     try:
-        out["toolkit up"] = run_timed([*up, "--load-seconds", "0"], env, REPO, log("toolkit-up"))
+        out[f"{tool} up"] = run_timed([*up, "--load-seconds", "0"], env, REPO, log(f"{tool}-up"))
         down = [*cli, "down"]
-        if not out["toolkit up"].ok:
+        if not out[f"{tool} up"].ok:
             down += ["-i", str(inventory)]  # no local record of a failed up
-        out["toolkit down"] = run_timed(down, env, REPO, log("toolkit-down"))
+        out[f"{tool} down"] = run_timed(down, env, REPO, log(f"{tool}-down"))
     finally:
         killed = kill_leftovers(cluster.hosts)
         if killed:
@@ -296,6 +302,7 @@ class Bench:
     tuning: Tuning
     sessions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    baseline: Path | None = None  # an earlier toolkit checkout, timed beside this one
 
     def log_path(self, n: int, rep: int) -> Callable[[str], Path]:
         return lambda name: self.logs / f"{n}h-r{rep}-{name}.log"
@@ -325,6 +332,10 @@ def bench_size(bench: Bench, n: int, repeat: int) -> list[Run]:
                            f"for TIME-WAIT sockets on port {SERVE_PORT} to clear")  # fmt: skip
             for measure in (ansible_round, floor_round, toolkit_round):
                 runs += after_round(bench, cluster, measure(bench, cluster, work, rep), rep)
+            if bench.baseline is not None:
+                wait_time_wait_gone(cluster.hosts)  # the previous round's TIME-WAIT sockets
+                found = toolkit_round(bench, cluster, work, rep, tool="baseline")
+                runs += after_round(bench, cluster, found, rep)
     finally:
         cluster.teardown()
         shutil.rmtree(work, ignore_errors=True)
@@ -359,6 +370,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="where ansible-core's venv is kept")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md")
     p.add_argument("--logs", type=Path, help="keep every run's timestamped output here")
+    p.add_argument("--baseline", type=Path,
+                   help="an earlier toolkit checkout (git worktree add DIR REV) timed in the "
+                   "same run, for a toolkit/baseline ratio")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -378,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     sweep_stale()
     notes = machine_notes(playbook, VENV_PYTHON)
-    bench = Bench(logs, playbook, Tuning())
+    bench = Bench(logs, playbook, Tuning(), baseline=args.baseline)
     bench.note(bench.tuning.describe(profile_data(1)["tuning"]))
     runs: list[Run] = []
     try:

@@ -24,8 +24,8 @@ NOISY_SPREAD = 1.25  # max/min of one cell's runs above this: flagged as noisy
 # Phases are the executor's (toolkit/executor/up.py); their results print when a phase ends.
 UP_PHASES = (
     ("start-up", r"toolkit up .* · run ", "first"),
-    ("connect + prepare", r"\] (active_run|ports_free|nic) ", "last"),
-    ("tune", r"\] (cpu_governor|sysctl) ", "last"),
+    ("connect + prepare", r"\] (active run|ports free|nic) ", "last"),
+    ("tune", r"\] (cpu governor|sysctl) ", "last"),
     ("launch", r"waiting for \d+ nodes", "first"),
     ("wait /health", r"^\s+\S+\s+ready\s+[\d.]+ s", "last"),
     ("smoke + recap", r"READY — ", "first"),
@@ -180,6 +180,22 @@ def main_table(runs: Sequence[Run]) -> list[str]:
     return rows
 
 
+def baseline_table(runs: Sequence[Run]) -> list[str]:
+    """With --baseline: an earlier toolkit timed in the same run, and this one against it."""
+    if not any(r.tool.startswith("baseline") for r in runs):
+        return []
+    head = ["hosts", "baseline up", "toolkit up", "toolkit/baseline up"]
+    head += ["baseline down", "toolkit down", "toolkit/baseline down"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n in sorted({r.hosts for r in runs}):
+        cells = [str(n)]
+        for what in ("up", "down"):
+            base, now = _select(runs, f"baseline {what}", n), _select(runs, f"toolkit {what}", n)
+            cells += [_cell(base), _cell(now), _ratio(_median(now), _median(base))]
+        rows.append("| " + " | ".join(cells) + " |")
+    return ["## This toolkit against the baseline checkout (same run)", "", *rows, ""]
+
+
 def phase_table(runs: Sequence[Run], tool: str) -> list[str]:
     """Median seconds per phase of `tool`, per host count."""
     names = [p[0] for p in PHASES[tool]] + ["exit", "total"]
@@ -267,6 +283,7 @@ def render(runs: Sequence[Run], notes: MachineNotes, command: str) -> str:
         "",
         *main_table(runs),
         "",
+        *baseline_table(runs),
         *_noise_section(runs, notes),
         READING,
         "",

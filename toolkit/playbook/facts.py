@@ -29,12 +29,9 @@ def in_group(plan: Plan, group: str, work: HostWork) -> bool:
 
 
 def group_hosts(plan: Plan, group: str, cluster: Cluster) -> list[str]:
-    """The reachable hosts of a group, in the cluster's order."""
-    return [
-        name
-        for name, session in cluster.sessions.items()
-        if session.lost is None and in_group(plan, group, cluster.hosts[name])
-    ]
+    """The connected hosts of a group, in the cluster's order. A host whose connection was
+    lost since stays in: the engine counts it as failed, so a play never passes without it."""
+    return [name for name in cluster.sessions if in_group(plan, group, cluster.hosts[name])]
 
 
 def tuners(cluster: Cluster) -> set[str]:
