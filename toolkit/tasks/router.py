@@ -13,7 +13,7 @@ from toolkit.plan import Plan
 from toolkit.playbook.load import Task
 from toolkit.render.scripts import process_script
 from toolkit.tasks import report
-from toolkit.tasks.base import ControllerModule, HostCtx, RunCtx, register, skipped
+from toolkit.tasks.base import ControllerModule, HostCtx, RunCtx, register, require, skipped
 from toolkit.tasks.serving import script_options, target, url_host
 
 
@@ -26,17 +26,18 @@ class Router(ControllerModule):
     def ops(
         self, task: Task, args: dict[str, Any], host: HostCtx, run: RunCtx
     ) -> list[Op] | Result:
+        require(args, task.where, "readiness_path", "interval_s", "timeout_s")
         router, work, record = run.plan.router, host.work, run.record
         if router is None or router.host != work.name:
             return skipped(task.name, "no router in this plan (mixed serving)")
         files = state.process_files(work.workdir, record.run_id, "router")
         options = script_options(record, work.tag, "router", None)
         script = process_script(run.plan, "router", router, options)
-        path = str(args.get("readiness_path", "/readiness"))
+        path = str(args["readiness_path"])
         wait = {
             "targets": [target("router", router.bind, router.listen["http"], files, path)],
-            "timeout": float(args.get("timeout_s", 180)),
-            "interval": float(args.get("interval_s", 0.25)),
+            "timeout": float(args["timeout_s"]),
+            "interval": float(args["interval_s"]),
         }
         if not run.check:
             run.console.print(f"starting the router on {work.name}; waiting for GET {path}")
@@ -61,12 +62,12 @@ class Smoke(ControllerModule):
     def ops(
         self, task: Task, args: dict[str, Any], host: HostCtx, run: RunCtx
     ) -> list[Op] | Result:
+        require(args, task.where, "prompt", "max_tokens", "timeout_s")
         plan = run.plan
         if plan.endpoint.host != host.name:
             return skipped(task.name, "the endpoint is on " + plan.endpoint.host)
         base = f"http://{url_host(plan.endpoint.local_address)}:{plan.endpoint.port}"
-        tokens = int(args.get("max_tokens", 8))
-        prompt = str(args.get("prompt", "Say READY."))
+        tokens, prompt = int(args["max_tokens"]), str(args["prompt"])
         if plan.engine == "vllm":
             url = f"{base}/v1/completions"
             body: dict[str, Any] = {
@@ -78,7 +79,7 @@ class Smoke(ControllerModule):
         else:
             url = f"{base}/generate"
             body = {"text": prompt, "sampling_params": {"max_new_tokens": tokens, "temperature": 0}}
-        timeout = float(args.get("timeout_s", 300))
+        timeout = float(args["timeout_s"])
         return [
             Op(
                 "http",

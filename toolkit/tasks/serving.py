@@ -16,7 +16,7 @@ from toolkit.playbook.load import Task
 from toolkit.render.run import ReadinessView
 from toolkit.render.scripts import ScriptOptions, node_script
 from toolkit.tasks import report
-from toolkit.tasks.base import ControllerModule, HostCtx, RunCtx, register, skipped
+from toolkit.tasks.base import ControllerModule, HostCtx, RunCtx, register, require, skipped
 from toolkit.tasks.teardown import StopAllOnFailure, abort_mark
 
 
@@ -218,8 +218,9 @@ class WaitHealthy(ControllerModule):
     def ops(
         self, task: Task, args: dict[str, Any], host: HostCtx, run: RunCtx
     ) -> list[Op] | Result:
+        require(args, task.where, "path", "interval_s", "log_tail_lines")
         work = host.work
-        path = str(args.get("path", "/health"))
+        path = str(args["path"])
         targets = []
         for node in (n for n in run.resolved_nodes() if n.host == work.name):
             files = state.node_files(work.workdir, run.record.run_id, node)
@@ -234,8 +235,8 @@ class WaitHealthy(ControllerModule):
         wait = {
             "targets": targets,
             "timeout": float(args.get("timeout_s") or run.readiness_timeout_s),
-            "interval": float(args.get("interval_s", 0.25)),
-            "tail": int(args.get("log_tail_lines", 40)),
+            "interval": float(args["interval_s"]),
+            "tail": int(args["log_tail_lines"]),
             "abort_mark": abort_mark(work, run.record),
         }
         # The host's run record now carries the tuning to restore (known since the launch).

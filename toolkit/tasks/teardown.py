@@ -13,9 +13,16 @@ from toolkit.executor.session import Session, parallel
 from toolkit.host.protocol import Op, Result
 from toolkit.plan import Plan
 from toolkit.playbook.load import Task
-from toolkit.tasks.base import ControllerModule, HostCtx, RunCtx, TaskError, register, skipped
+from toolkit.tasks.base import (
+    ControllerModule,
+    HostCtx,
+    RunCtx,
+    TaskError,
+    register,
+    require,
+    skipped,
+)
 
-STOP_GRACE_S = 20.0
 ABORT_GRACE_S = 5.0  # a failed run's nodes: SIGKILL after this long
 
 
@@ -61,7 +68,8 @@ class Stop(ControllerModule):
         if which not in ("router", "run"):
             raise TaskError(f"{task.where}: which must be router or run, not {which!r}")
         plan = host.plan if host.plan is not None else run.plan
-        grace = float(run.shared.get("grace", args.get("grace_s", STOP_GRACE_S)))
+        require(args, task.where, "grace_s")
+        grace = float(run.shared.get("grace", args["grace_s"]))
         stop = stop_args(host.work, _run_id(host, run), plan, which, grace)
         return [Op(self.name, stop, name=task.name)]
 
@@ -78,7 +86,8 @@ class ContainerStop(ControllerModule):
     ) -> list[Result]:
         if not containers.containers_of(host.work):
             return []
-        grace = float(run.shared.get("grace", args.get("grace_s", STOP_GRACE_S)))
+        require(args, task.where, "grace_s")
+        grace = float(run.shared.get("grace", args["grace_s"]))
         return containers.stop_results(host.session, host.work, _run_id(host, run), grace)
 
 
