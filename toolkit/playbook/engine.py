@@ -116,12 +116,13 @@ def run_play(
         for wave in range(waves):
             names = [n for n in hosts if wave < len(compiled[n][0]) and n not in failed]
             step_of = {n: compiled[n][0][wave] for n in names}
+            # The phase first: a Ctrl-C right after `before` prints must name this wave.
+            phases = [m.phase for s in step_of.values() for m in s.modules if m.phase]
+            run.shared["phase"] = phases[0] if phases else play.id
             for module in {id(m): m for st in step_of.values() for m in st.modules}.values():
                 if module not in started:
                     started.append(module)
                     module.before(run, hosts)
-            phases = [m.phase for s in step_of.values() for m in s.modules if m.phase]
-            run.shared["phase"] = phases[0] if phases else play.id
             _wave(run, hosts, step_of, done, failed)
     finally:
         for module in started:
