@@ -31,10 +31,11 @@ class Start(Module):
 
     def facts(self, args: dict) -> dict:
         pid = host.read_pid(args["pidfile"])
-        return {"running": pid if pid is not None and host.leader(args["pidfile"]) else None}
+        ours = pid is not None and host.leader(args["pidfile"]) and host.alive(pid)
+        return {"running": pid if ours else None}
 
     def decide(self, args: dict, facts: dict) -> Decision:
-        if facts["running"] is not None and host.alive(facts["running"]):
+        if facts["running"] is not None:
             return Decision.ok("already running as pid %d" % facts["running"])
         return Decision.change("start %s" % args["script"])
 

@@ -27,6 +27,9 @@ def _write(path: str, value: str) -> str | None:
     return None
 
 
+GOVERNOR_GLOB = "/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor"
+
+
 @register
 class CpuGovernor(Module):
     """Every CPU's scaling governor set to `value`; the previous values are returned so
@@ -35,7 +38,7 @@ class CpuGovernor(Module):
     name = "cpu_governor"
 
     def facts(self, args: dict) -> dict:
-        paths = sorted(glob.glob(args["glob"]))
+        paths = sorted(glob.glob(args.get("glob") or GOVERNOR_GLOB))
         return {"governors": {p: _read(p) for p in paths}}
 
     def decide(self, args: dict, facts: dict) -> Decision:
