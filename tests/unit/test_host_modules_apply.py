@@ -157,6 +157,18 @@ def test_file_states_reach_their_state_once(tmp_path: Path) -> None:
     assert one("file", {"path": str(tmp_path / "cache"), "state": "absent"}).status == "ok"
 
 
+def test_a_link_to_a_directory_is_that_directory_unless_the_state_is_link(tmp_path: Path) -> None:
+    (tmp_path / "nfs").mkdir()
+    (tmp_path / "models").symlink_to(tmp_path / "nfs")
+    models = str(tmp_path / "models")
+    assert one("file", {"path": models, "state": "directory"}).status == "ok"
+    assert (
+        one("file", {"path": models, "state": "link", "src": str(tmp_path / "nfs")}).status == "ok"
+    )
+    assert one("file", {"path": models, "state": "absent"}).status == "changed"
+    assert (tmp_path / "nfs").is_dir()  # the link went, not what it pointed to
+
+
 def test_file_in_check_mode_changes_nothing(tmp_path: Path) -> None:
     keep = tmp_path / "keep"
     keep.mkdir()

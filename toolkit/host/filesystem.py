@@ -33,11 +33,12 @@ def _name(lookup, number: int) -> str:
         return str(number)  # no name for it on this host: compare by number
 
 
-def path_state(path: str, digest: bool = False) -> dict:
+def path_state(path: str, digest: bool = False, follow: bool = False) -> dict:
     """type (file, directory, link, other; None when absent), mode, owner, group, and the
-    sha256 of a regular file's content when `digest`, the target of a link."""
+    sha256 of a regular file's content when `digest`, the target of a link. With `follow`,
+    a link reads as what it points to."""
     try:
-        st = os.lstat(path)
+        st = os.stat(path) if follow else os.lstat(path)
     except FileNotFoundError:
         return {"type": None}
     except OSError as exc:  # a parent that is a file, no permission to look
@@ -133,7 +134,7 @@ def _set_attrs(path: str, diff: dict) -> None:
         if "group" in diff:
             group = diff["group"][1]
             gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-        os.chown(path, uid, gid, follow_symlinks=False)
+        os.chown(path, uid, gid)
 
 
 def _keep_owner(path: str, old: dict, diff: dict) -> None:
@@ -180,8 +181,10 @@ class Copy(Module):
         problem = _common_problem("copy", args, "dest")
         if problem:
             return problem
+        if not isinstance(args.get("b64"), str):
+            return "copy: `b64` (the content in base64) is missing"
         try:
-            base64.b64decode(args.get("b64", ""), validate=True)
+            base64.b64decode(args["b64"], validate=True)
         except (binascii.Error, TypeError, ValueError):
             return "copy: `b64` must be the content in base64"
         return None
@@ -274,8 +277,11 @@ class File(Module):
     def facts(self, args: dict) -> dict:
         if self.problem(args):
             return {}
+        # Ansible's follow: a link to a directory is that directory for state directory;
+        # only link and absent look at the link itself.
+        follow = args.get("state", "file") not in ("link", "absent")
         out = {
-            "path": path_state(args["path"]),
+            "path": path_state(args["path"], follow=follow),
             "parent_exists": os.path.isdir(os.path.dirname(args["path"])),
         }
         out.update(_account_facts(args))
