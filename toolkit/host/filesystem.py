@@ -15,7 +15,6 @@ import grp
 import hashlib
 import os
 import pwd
-import shutil
 import stat
 
 from toolkit.host.files import write_atomic
@@ -370,6 +369,8 @@ class File(Module):
         try:
             if "remove" in actions:
                 if os.path.isdir(path) and not os.path.islink(path):
+                    import shutil  # imported where used: every agent start pays for an import
+
                     shutil.rmtree(path)
                 else:
                     os.remove(path)
