@@ -8,9 +8,8 @@ with before/after; and check mode is one rule for all of them: decide, say "woul
 
 from __future__ import annotations  # annotations stay strings: 3.8 never evaluates them
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable  # noqa: UP035 (3.8: collections.abc.Callable[...] raises)
 
 from toolkit.host.protocol import Result
 
@@ -76,9 +75,13 @@ class Module:
     def label(self, args: dict) -> str:
         return self.name
 
-    def run(self, args: dict, check: bool, emit: Emit, label: str = "") -> list[Result]:
+    def run(
+        self, args: dict, check: bool, emit: Emit, label: str = "", facts: dict | None = None
+    ) -> list[Result]:
+        """Decide, then act unless `check`; `facts` given (a test's fixture) replaces
+        reading the host."""
         task = label or self.label(args)
-        decision = self.decide(args, self.facts(args))
+        decision = self.decide(args, self.facts(args) if facts is None else facts)
         if decision.status != "changed":
             return [decision.result(task)]
         if check:

@@ -17,6 +17,7 @@ from toolkit.host.protocol import Result
 # threads, and so its sockets, may take a moment more to close (seen once in five SGLang P/D
 # stops): the ports get this long before they are called busy.
 PORTS_SETTLE_S = 5.0
+EXEC_WAIT_S = 2.0
 
 
 @register
@@ -31,10 +32,11 @@ class Start(Module):
 
     def facts(self, args: dict) -> dict:
         pid = host.read_pid(args["pidfile"])
-        return {"running": pid if pid is not None and host.leader(args["pidfile"]) else None}
+        ours = pid is not None and host.leader(args["pidfile"]) and host.alive(pid)
+        return {"running": pid if ours else None}
 
     def decide(self, args: dict, facts: dict) -> Decision:
-        if facts["running"] is not None and host.alive(facts["running"]):
+        if facts["running"] is not None:
             return Decision.ok("already running as pid %d" % facts["running"])
         return Decision.change("start %s" % args["script"])
 
@@ -52,6 +54,11 @@ class Start(Module):
             )
         with open(args["pidfile"], "w") as fh:
             fh.write("%d\n" % proc.pid)
+        # Until the child has exec'd the wrapper its command line is still ours, so `leader`
+        # would not know it: a stop (or start) right after would miss it. Exec takes ms.
+        deadline = time.monotonic() + EXEC_WAIT_S
+        while host.leader(args["pidfile"]) is None and time.monotonic() < deadline:
+            time.sleep(0.005)
         return Result(
             self.label(args), "changed", "started pid %d" % proc.pid, data={"pid": proc.pid}
         )

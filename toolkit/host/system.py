@@ -27,6 +27,9 @@ def _write(path: str, value: str) -> str | None:
     return None
 
 
+GOVERNOR_GLOB = "/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor"
+
+
 @register
 class CpuGovernor(Module):
     """Every CPU's scaling governor set to `value`; the previous values are returned so
@@ -35,10 +38,12 @@ class CpuGovernor(Module):
     name = "cpu_governor"
 
     def facts(self, args: dict) -> dict:
-        paths = sorted(glob.glob(args["glob"]))
+        paths = sorted(glob.glob(args.get("glob") or GOVERNOR_GLOB))
         return {"governors": {p: _read(p) for p in paths}}
 
     def decide(self, args: dict, facts: dict) -> Decision:
+        if not isinstance(args.get("value"), str) or not args["value"]:
+            return Decision.fail("cpu_governor: give `value`, a governor such as performance")
         current, want = facts["governors"], args["value"]
         if not current:
             return Decision.skip("no cpufreq on this host (a VM?)")
@@ -74,13 +79,26 @@ class Sysctl(Module):
     name = "sysctl"
 
     def label(self, args: dict) -> str:
-        return "sysctl " + args["key"]
+        return "sysctl %s" % args.get("key", "")
+
+    def problem(self, args: dict) -> str | None:
+        key, value = args.get("key"), args.get("value")
+        if not isinstance(key, str) or not key.strip("./"):
+            return "sysctl: give `key`, a name such as vm.swappiness"
+        if value is None or isinstance(value, (dict, list)):
+            return "sysctl: give `value` for %s (a number or a string)" % key
+        return None
 
     def facts(self, args: dict) -> dict:
+        if self.problem(args):
+            return {}
         path = "/proc/sys/" + args["key"].replace(".", "/")
         return {"exists": os.path.exists(path), "value": _read(path)}
 
     def decide(self, args: dict, facts: dict) -> Decision:
+        problem = self.problem(args)
+        if problem:
+            return Decision.fail(problem)
         key, want = args["key"], str(args["value"])
         path = "/proc/sys/" + key.replace(".", "/")
         if not facts["exists"]:

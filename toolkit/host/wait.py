@@ -45,7 +45,9 @@ class WaitHttp(Module):
         waiting = sorted(n for n, s in facts["states"].items() if s != "ready")
         return Decision.change("wait for %s" % ", ".join(waiting), actions=waiting)
 
-    def run(self, args: dict, check: bool, emit: Emit, label: str = "") -> list[Result]:
+    def run(
+        self, args: dict, check: bool, emit: Emit, label: str = "", facts: dict | None = None
+    ) -> list[Result]:
         if check:
             names = ", ".join(t["name"] for t in args["targets"])
             return [Result(label or "ready", "skipped", "would wait for " + names)]
