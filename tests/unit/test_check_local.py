@@ -19,13 +19,12 @@ import pytest
 from tests.support.engines import SGLANG_DIR
 from toolkit.executor import check_remote as remote
 from toolkit.executor.check import CheckOptions, _probe, check
-from toolkit.executor.check_facts import HostFacts
-from toolkit.executor.check_flags import extract_remote
 from toolkit.executor.cluster import host_work
 from toolkit.executor.session import Session
 from toolkit.inventory import parse_inventory
 from toolkit.plan import Connection, Plan
 from toolkit.planner import build_plan
+from toolkit.preflight.check_facts import HostFacts
 from toolkit.profiles import load_profile
 
 ADDRESSES = ["127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24"]
@@ -138,8 +137,8 @@ def test_probe_command_quotes_and_asks_sudo_only_when_needed() -> None:
 def test_flag_extractor_runs_with_the_hosts_python() -> None:
     if SGLANG_DIR is None:
         pytest.skip("sglang is not installed")
-    options = extract_remote(local_session(), sys.executable, "sglang", str(SGLANG_DIR))
+    options = remote.extract_remote(local_session(), sys.executable, "sglang", str(SGLANG_DIR))
     assert not isinstance(options, str), options
     assert options.version == "0.5.23" and len(options.option_strings) == 559
-    missing = extract_remote(local_session(), sys.executable, "sglang", "/nonexistent")
+    missing = remote.extract_remote(local_session(), sys.executable, "sglang", "/nonexistent")
     assert isinstance(missing, str) and "cannot read sglang's flags from /nonexistent" in missing

@@ -26,16 +26,16 @@ from typing import Any
 from rich.console import Console
 
 from toolkit.errors import ToolkitError
-from toolkit.executor import check_flags, containers
 from toolkit.executor import check_remote as remote
-from toolkit.executor.check_cluster import Context, judge
-from toolkit.executor.check_facts import CheckReport, Finding, HostFacts
-from toolkit.executor.check_plan import Route, node_model_path, routes
+from toolkit.executor import containers
 from toolkit.executor.cluster import Cluster, HostWork, host_work
 from toolkit.executor.collective import run_collectives
 from toolkit.executor.session import Session, Unreachable, parallel
 from toolkit.plan import Plan
-from toolkit.preflight import gpu_facts
+from toolkit.preflight import check_flags, gpu_facts
+from toolkit.preflight.check_cluster import Context, judge
+from toolkit.preflight.check_facts import CheckReport, Finding, HostFacts
+from toolkit.preflight.check_plan import Route, node_model_path, routes
 from toolkit.preflight.collective import backend_for
 from toolkit.preflight.flags import EngineOptions
 from toolkit.preflight.remote_probe import parse_probe_output, probe_script
@@ -262,7 +262,7 @@ def engine_options(
     def extract(key: str) -> EngineOptions | str:
         first = groups[key][0]
         path = facts[first].package(engine)["path"]
-        result = check_flags.extract_remote(
+        result = remote.extract_remote(
             cluster.sessions[first], facts[first].interpreter, engine, path
         )
         if isinstance(result, EngineOptions) and not key.startswith("host:"):

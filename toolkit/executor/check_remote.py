@@ -21,6 +21,8 @@ import json
 from typing import Any
 
 from toolkit import shell
+from toolkit.preflight.check_flags import extractor_program, options_from_json
+from toolkit.preflight.flags import EngineOptions
 
 CLOCK, UID, SUDO, NO_PYTHON = "@@clock ", "@@uid ", "@@sudo ", "@@nopython"
 
@@ -169,3 +171,18 @@ def probe_command(python: str, params: dict[str, Any], sudo: bool) -> str:
         f"else echo '{NO_PYTHON}'; exec python3 - {args}; fi"
     )
     return "; ".join(parts)
+
+
+def extract_remote(session: Any, python: str, engine: str, source: str) -> EngineOptions | str:
+    """Run the extractor on the host; the options, or why they could not be read."""
+    command = program_command(python, engine, source)
+    rc, out, err = session.run(command, stdin=extractor_program())
+    lines = [line for line in out.splitlines() if line.strip()]
+    try:
+        data = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        tail = " / ".join(err.strip().splitlines()[-2:]) or f"exit status {rc}"
+        return f"the flag extractor failed on the host ({python}): {tail}"
+    if "error" in data:
+        return f"cannot read {engine}'s flags from {source}: {data['error']}"
+    return options_from_json(data["options"])

@@ -37,11 +37,9 @@ def _stop_ops(
     files = [state.node_files(work.workdir, run_id, n) for n in work.nodes]
     files.append(state.process_files(work.workdir, run_id, "router"))
     pidfiles = [f["pidfile"] for f in files]
-    ports = []
-    for node in work.nodes:
-        ports += [{"port": p, "bind": node.bind} for p in node.listen.values()]
-    if plan is not None and plan.router is not None and work.router:
-        ports.append({"port": plan.router.listen["http"], "bind": plan.router.bind})
+    # Every port the run bound here (`Plan.listeners`, as check and up saw them free); a
+    # run found on the hosts without its plan has none to wait for.
+    ports = [port.arg() for port in plan.listeners(work.name)] if plan is not None else []
     stop = {
         "run_id": run_id,
         "host": work.tag,

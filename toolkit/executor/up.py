@@ -208,16 +208,8 @@ def _readiness_timeout(plan: Plan, options: UpOptions) -> float:
 
 
 def _listeners(work: HostWork, plan: Plan) -> list[dict[str, Any]]:
-    ports = [
-        {"port": port, "bind": node.bind, "purpose": f"{node.name} {purpose}"}
-        for node in work.nodes
-        for purpose, port in node.listen.items()
-    ]
-    if work.router and plan.router is not None:
-        for purpose, port in plan.router.listen.items():
-            bind = plan.router.bind if purpose == "http" else "0.0.0.0"
-            ports.append({"port": port, "bind": bind, "purpose": f"router {purpose}"})
-    return ports
+    """The ports this run binds on the host (`Plan.listeners`, the list check and down use)."""
+    return [port.arg() for port in plan.listeners(work.name)]
 
 
 def _prepare(cluster: Cluster, plan: Plan, record: state.RunRecord, recap: Recap) -> None:

@@ -97,8 +97,12 @@ def detect_nic(address: str, ifaces: dict[str, list[str]]) -> tuple[str, str] | 
         return None
     for name, cidrs in ifaces.items():
         for cidr in cidrs:
-            if wanted in ipaddress.ip_interface(cidr).network:
-                return name, "%s is in %s" % (address, cidr)
+            try:
+                network = ipaddress.ip_interface(cidr).network
+            except ValueError:
+                continue  # an address `ip` printed that Python cannot parse: not ours
+            if wanted in network:
+                return name, "covers %s (in %s)" % (address, cidr)
     return None
 
 
