@@ -29,7 +29,7 @@ SOURCES = ["/usr/local/Ascend/ascend-toolkit/set_env.sh", "/usr/local/Ascend/nna
 
 
 def probe(address: str, **sections: Any) -> dict[str, Any]:
-    """A healthy host's probe output (the shape `remote_probe.probe` returns)."""
+    """A healthy host's probe output (the shape `toolkit.host.probe.probe` returns)."""
     facts: dict[str, Any] = {
         "probe_version": 1,
         "python": {"executable": "/usr/bin/python3", "version": "3.11.7"},

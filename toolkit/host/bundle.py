@@ -22,6 +22,8 @@ ORDER = (
     "run_state",
     "wait",
     "commands",
+    "probe",
+    "reach",
     "agent",
 )
 # The command line stays one short line (it shows in error messages): it reads the payload

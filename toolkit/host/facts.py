@@ -62,26 +62,33 @@ def port_holders(port: int, bind: str, listening: dict[int, list[str]]) -> list[
     ]
 
 
-def interfaces() -> dict[str, list[str]]:
-    """{interface: ["address/prefix", ...]} from `ip -j addr` (iproute2)."""
+def ip_addr() -> list | None:
+    """`ip -j addr` (iproute2) as parsed JSON; None without iproute2 or its -j."""
     try:
-        out = subprocess.run(
+        done = subprocess.run(
             ["ip", "-j", "addr"],
             stdin=subprocess.DEVNULL,  # the agent's stdin carries its requests
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             timeout=10,
-        ).stdout
-        data = json.loads(out.decode() or "[]")
+        )
+        if done.returncode != 0:
+            return None
+        data = json.loads(done.stdout.decode() or "[]")
     except (OSError, ValueError, subprocess.TimeoutExpired):
-        return {}
+        return None
+    return data if isinstance(data, list) else None
+
+
+def interfaces() -> dict[str, list[str]]:
+    """{interface: ["address/prefix", ...]}, the form `detect_nic` reads."""
     return {
         item["ifname"]: [
             "%s/%s" % (a["local"], a.get("prefixlen", 32))
             for a in item.get("addr_info", [])
             if "local" in a
         ]
-        for item in data
+        for item in ip_addr() or []
     }
 
 
