@@ -19,7 +19,7 @@ import time
 from toolkit.host.module import Decision, Emit, Module, register
 from toolkit.host.protocol import Result
 
-# token -> the event that ends that listener's thread
+# token -> (the event that ends that listener's thread, the thread)
 _LISTENERS: dict = {}
 _LOCK = threading.Lock()
 
@@ -92,10 +92,11 @@ class ReachListen(Module):
         if socks:
             token = args["token"]
             stop = threading.Event()
-            with _LOCK:
-                _LISTENERS[token] = stop
             deadline = time.time() + float(args["lifetime"])
-            threading.Thread(target=_serve, args=(socks, stop, deadline), daemon=True).start()
+            thread = threading.Thread(target=_serve, args=(socks, stop, deadline), daemon=True)
+            with _LOCK:
+                _LISTENERS[token] = (stop, thread)
+            thread.start()
             data["token"] = token
         return Result(self.name, "changed", "listening on %d ports" % len(bound), data=data)
 
@@ -117,9 +118,12 @@ class ReachStop(Module):
 
     def apply(self, args: dict, decision: Decision, emit: Emit) -> Result:
         with _LOCK:
-            stop = _LISTENERS.pop(args["token"], None)
-        if stop is not None:
-            stop.set()
+            stop, thread = _LISTENERS.pop(args["token"])
+        stop.set()
+        # Closed before the answer goes back: `up` checks these ports free right after.
+        thread.join(timeout=5)
+        if thread.is_alive():
+            return Result(self.name, "failed", "listener %s did not stop" % args["token"])
         return decision.result(self.name, "stopped listener %s" % args["token"])
 
 
