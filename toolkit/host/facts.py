@@ -39,18 +39,27 @@ def _address(hexaddr: str, v6: bool) -> str:
     return socket.inet_ntop(socket.AF_INET6, words)
 
 
-def listening_ports() -> dict[int, list[str]]:
-    """{port: [local address, ...]} of TCP sockets in LISTEN state (IPv4 and IPv6)."""
-    found: dict[int, list[str]] = {}
+def tcp_sockets() -> list[tuple[bool, str, int, str]]:
+    """(is IPv6, local address, port, state hex) of every TCP socket (/proc/net/tcp{,6})."""
+    found = []
     for path, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
         try:
             with open(path) as fh:
                 text = fh.read()
         except OSError:
             continue
-        for address, port, state in parse_proc_net_tcp(text, v6):
-            if state == TCP_LISTEN:
-                found.setdefault(port, []).append(address)
+        found += [
+            (v6, address, port, state) for address, port, state in parse_proc_net_tcp(text, v6)
+        ]
+    return found
+
+
+def listening_ports() -> dict[int, list[str]]:
+    """{port: [local address, ...]} of TCP sockets in LISTEN state (IPv4 and IPv6)."""
+    found: dict[int, list[str]] = {}
+    for _, address, port, state in tcp_sockets():
+        if state == TCP_LISTEN:
+            found.setdefault(port, []).append(address)
     return found
 
 

@@ -141,12 +141,12 @@ def _sglang_source(path: str | None) -> dict[str, Any] | None:
 
 
 def _listening() -> list[dict[str, Any]]:
-    """TCP sockets in LISTEN state, from /proc/net/tcp and tcp6 (`facts.parse_proc_net_tcp`)."""
-    found = []
-    for family, path in ((4, "/proc/net/tcp"), (6, "/proc/net/tcp6")):
-        for address, port, state in host.parse_proc_net_tcp(_read(path) or "", family == 6):
-            if state == host.TCP_LISTEN:
-                found.append({"family": family, "address": address, "port": port})
+    """TCP sockets in LISTEN state (`facts.tcp_sockets`: /proc/net/tcp and tcp6)."""
+    found = [
+        {"family": 6 if v6 else 4, "address": address, "port": port}
+        for v6, address, port, state in host.tcp_sockets()
+        if state == host.TCP_LISTEN
+    ]
     return sorted(found, key=lambda s: (s["port"], s["family"], s["address"]))
 
 
