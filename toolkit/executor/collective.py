@@ -22,11 +22,11 @@ from typing import Any
 from toolkit import shell
 from toolkit.executor.cluster import Cluster
 from toolkit.executor.session import parallel
+from toolkit.host import collective_worker as worker
 from toolkit.plan import Plan
 from toolkit.preflight import collective as pure
 from toolkit.preflight.check_facts import Finding, HostFacts
 from toolkit.preflight.check_rules import holding_interface
-from toolkit.remote import collective_worker as worker
 
 WORKER_SOURCE = Path(worker.__file__).read_text()
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a variable name (the value is quoted)
