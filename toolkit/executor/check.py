@@ -301,12 +301,12 @@ def measure_routes(
             }
     targets = list(specs)
     started = dict(
-        zip(targets, parallel(targets, lambda t: _listen(cluster, facts, t, specs[t])), strict=True)
+        zip(targets, parallel(targets, lambda t: _listen(cluster, t, specs[t])), strict=True)
     )
     try:
-        dials = _connect_all(cluster, facts, live, specs, started, outcomes)
+        dials = _connect_all(cluster, live, specs, started, outcomes)
     finally:
-        stops = [(t, s["token"]) for t, s in started.items() if isinstance(s, dict)]
+        stops = [(t, s.get("token")) for t, s in started.items() if isinstance(s, dict)]
         parallel(
             [item for item in stops if item[1]],
             lambda item: _agent(cluster, item[0], Op("reach_stop", {"token": item[1]})),
@@ -321,7 +321,7 @@ def _agent(cluster: Cluster, host: str, op: Op) -> Result:
     return results[0] if results else Result(op.label, "failed", "no result")
 
 
-def _listen(cluster: Cluster, facts: dict[str, HostFacts], target: str, spec: dict) -> dict:
+def _listen(cluster: Cluster, target: str, spec: dict) -> dict:
     args = {"listen": list(spec.values()), "lifetime": LISTENER_LIFETIME_S}
     done = _agent(cluster, target, Op("reach_listen", {**args, "token": secrets.token_hex(8)}))
     if done.failed:
@@ -331,7 +331,6 @@ def _listen(cluster: Cluster, facts: dict[str, HostFacts], target: str, spec: di
 
 def _connect_all(
     cluster: Cluster,
-    facts: dict[str, HostFacts],
     live: list[Route],
     specs: dict[str, dict],
     started: dict[str, Any],
