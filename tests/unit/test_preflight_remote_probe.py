@@ -43,7 +43,7 @@ INTERPRETERS = [sys.executable, "/usr/bin/python3", PY38]
 def agent_request(python: str, ops: list[Op], env: dict | None = None) -> tuple[list, list]:
     """Start the agent on `python` as the session does, send one request, close it; the
     progress events and the results."""
-    request = bundle.payload() + protocol.encode_request(ops, False).encode() + b"\n"
+    request = bundle.payload(check=True) + protocol.encode_request(ops, False).encode() + b"\n"
     done = subprocess.run(
         [python, "-u", "-c", bundle.BOOTSTRAP],
         input=request,

@@ -1,8 +1,8 @@
 """`toolkit check`: the preflight, every host in parallel, in a few seconds.
 
-Rounds run at once on every host, each one request to the host's agent (the channel `up`
-uses; started as the login user, on python3 when the planned interpreter is missing, see
-`Session.agent(login=True)`):
+Rounds run at once on every host, each one request to the check's agent on the host (the
+channel `up` uses, its own agent: as the login user, on python3 when the planned
+interpreter is missing, with the check's modules; see `Session.agent(login=True)`):
 
 1. probe: the `host_facts` module (`toolkit/host/probe.py`): the clock first (as a progress
    event), uid, `sudo -n true` (when become is set), then every fact;

@@ -45,6 +45,7 @@ from toolkit.host.protocol import Op, Result
 from toolkit.plan import Connection
 
 AGENT_PAYLOAD = bundle.payload()
+CHECK_PAYLOAD = bundle.payload(check=True)  # with the check's modules (probe, reach)
 AGENT_CLOSE_TIMEOUT_S = 5.0
 STDERR_KEEP_BYTES = 64 * 1024
 KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
@@ -106,7 +107,7 @@ class Session:
     lost: ConnectionLost | None = None
     _agent: _AgentProcess | None = field(default=None, repr=False)
     _agent_busy: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    # `toolkit check`'s agent when become goes through sudo (see `agent(login=True)`).
+    # `toolkit check`'s agent (see `agent(login=True)`).
     _login_agent: _AgentProcess | None = field(default=None, repr=False)
     _login_busy: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _running: set[_AgentProcess] = field(default_factory=set, repr=False)
@@ -167,15 +168,15 @@ class Session:
         """Run agent tasks as one request; return their results.
 
         `login`: for `toolkit check`, which must report a refused sudo or a missing
-        interpreter instead of failing on them: that agent runs as the login user (a
-        second agent where become goes through sudo) and, when the planned interpreter is
-        missing, on python3 (`probe.PYTHON_MISSING_ENV` tells the probe).
+        interpreter instead of failing on them: its own agent, as the login user, on
+        python3 when the planned interpreter is missing (`probe.PYTHON_MISSING_ENV` tells
+        the probe), carrying the check's modules, which the other phases' agent goes
+        without.
         """
         if self.lost is not None:
             raise self.lost
         request = protocol.encode_request(ops, check)
-        own = login and self.sudo
-        busy = self._login_busy if own else self._agent_busy
+        busy = self._login_busy if login else self._agent_busy
         try:
             if not busy.acquire(blocking=False):
                 # Another phase holds the agent (stopping a run while a wait runs on it):
@@ -186,10 +187,10 @@ class Session:
                 finally:
                     one_off.close()
             try:
-                current = self._login_agent if own else self._agent
+                current = self._login_agent if login else self._agent
                 if current is None or not current.alive:
                     current = self._start_agent(login)
-                    if own:
+                    if login:
                         self._login_agent = current
                     else:
                         self._agent = current
@@ -214,8 +215,6 @@ class Session:
         boot = shell.quote(bundle.BOOTSTRAP)
         if login:
             # As the probe ran before the agent carried it: no sudo, python3 as a fallback.
-            # Without become the two agents are one: the same user, the same interpreter
-            # when it exists.
             py = shell.quote(self.python)
             command = (
                 f"if command -v {py} >/dev/null 2>&1; then exec {py} -u -c {boot}; "
@@ -227,7 +226,7 @@ class Session:
             process = _AgentProcess.local(command)
         else:
             process = _AgentProcess.remote(_transport(self.fabric), command)
-        process.unsent = AGENT_PAYLOAD  # goes out with the first request
+        process.unsent = CHECK_PAYLOAD if login else AGENT_PAYLOAD  # with the first request
         return process
 
     def close(self) -> None:

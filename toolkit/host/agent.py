@@ -17,16 +17,9 @@ import threading
 import time
 
 # Importing the module files registers their modules.
-from toolkit.host import (  # noqa: F401
-    commands,
-    files,
-    probe,
-    process,
-    reach,
-    run_state,
-    system,
-    wait,
-)
+# (`toolkit check`'s modules, probe and reach, register themselves where the check's
+# bundle carries them: see bundle.CHECK_ONLY.)
+from toolkit.host import commands, files, process, run_state, system, wait  # noqa: F401
 from toolkit.host.module import MODULES
 from toolkit.host.protocol import (
     HEARTBEAT,
