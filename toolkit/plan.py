@@ -233,7 +233,7 @@ def listeners(plan: Plan, host: str) -> list[Listener]:
 
     Example, a3-1p1d-64k with prefill p1 p2, decode d1 d2 and the router on p1, on p1:
     8000 http (prefill bind), 8998 bootstrap, 5000 dist-init (0.0.0.0), 6688 router http,
-    29000 router prometheus, 24670 MemFabric store, 60000-60015 HCCL; on d2: 8000 http and
+    29000 router prometheus, 24670 MemFabric store, 60000-60015 HCCL; on d2: 8001 http and
     60000-60015 HCCL.
     """
     found: list[Listener] = []
