@@ -10,6 +10,8 @@ the decode instance of a3-1p1d-64k (its router and benchmark on tkt-h1, or on tk
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import subprocess
 import sys
 import time
@@ -294,3 +296,37 @@ def test_up_refuses_to_launch_when_the_check_fails(rig: Setup) -> None:
     assert "preflight check failed" in done.stderr and "nothing was started" in done.stderr
     for workdir in rig.workdirs.values():
         assert not (workdir / "runs").exists() and not (workdir / "active.json").exists()
+
+
+# ----------------------------------------------------------------------------- become
+
+
+def test_become_checks_as_the_login_user_and_reports_a_refused_sudo(rig: Setup) -> None:
+    # The check's agent runs as the login user (the sudo row asks `sudo -n true`), so a
+    # refused sudo is one ✘ among facts still gathered, not a host without facts.
+    from netns import SUDOERS_D
+
+    user = rig.cluster.create_sudo_user("checker")
+    entry = pwd.getpwnam(user)
+    for path in rig.workdirs.values():
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    path = rig.inventory()
+    doc = yaml.safe_load(path.read_text())
+    # The system python3: the login user cannot run root's HOST_PYTHON (under /root).
+    doc["all"]["vars"].update(ansible_user=user, ansible_become=True, python="/usr/bin/python3")
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    report = rig.check("--rehearse", inventory=path)
+    # The system python3 has no sglang-router nor bench client: those two cells only.
+    no_tools = {("tkt-h1", "router"), ("tkt-h1", "bench")}
+    assert set(failures(report)) == no_tools
+    assert set(statuses(report, "sudo").values()) == {"ok"}
+    assert set(statuses(report, "python").values()) == {"ok"}
+
+    (SUDOERS_D / user).unlink()
+    refused = rig.check("--rehearse", inventory=path)
+    failed = failures(refused)
+    assert set(failed) == {(h.name, "sudo") for h in rig.hosts[:4]} | no_tools
+    assert "`sudo -n true` failed" in failed[("tkt-h1", "sudo")]["detail"]
+    assert set(statuses(refused, "ports").values()) == {"ok"}
+    assert set(statuses(refused, "reach").values()) == {"ok"}

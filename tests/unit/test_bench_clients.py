@@ -18,9 +18,9 @@ from toolkit.bench.clients import (
 from toolkit.bench.datasets import MAX_CORPUS_WORDS, choose_dataset, corpus_for
 from toolkit.bench.results import BenchResult, parse_results
 from toolkit.bench.verdict import Status, evaluate, parse_slos
-from toolkit.executor.check_facts import HostFacts
-from toolkit.executor.check_rules import bench_client
 from toolkit.executor.cluster import host_work
+from toolkit.preflight.check_facts import HostFacts
+from toolkit.preflight.check_rules import bench_client
 
 # The seeds' shape (seed 003: random, fixed lengths) as the planner writes it, after `-m M`.
 SEED_FLAGS = [

@@ -1,6 +1,6 @@
 """The bench host's helper, run as the host runs it: a script under a bare Python.
 
-`python -I host_helper.py` (isolated mode: no user site, no PYTHONPATH) shows it needs
+`python -I bench_helper.py` (isolated mode: no user site, no PYTHONPATH) shows it needs
 nothing from toolkit. The endpoint facts come from a real listener on loopback; the stop
 from a real process group.
 """
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.bench import host_helper
+from toolkit.host import bench_helper
 
-HELPER = Path(host_helper.__file__)
+HELPER = Path(bench_helper.__file__)
 
 
 def helper(*args: str) -> dict:
@@ -34,8 +34,8 @@ def helper(*args: str) -> dict:
         cwd="/",
     )
     assert out.returncode == 0, out.stderr
-    [line] = [x for x in out.stdout.splitlines() if x.startswith(host_helper.MARK)]
-    return json.loads(line[len(host_helper.MARK) :])
+    [line] = [x for x in out.stdout.splitlines() if x.startswith(bench_helper.MARK)]
+    return json.loads(line[len(bench_helper.MARK) :])
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
@@ -93,7 +93,7 @@ def test_facts_find_the_clients_without_importing_them() -> None:
     out = subprocess.run(
         [sys.executable, str(HELPER), "facts", "{}"], capture_output=True, text=True, timeout=60
     )
-    facts = json.loads(out.stdout.split(host_helper.MARK, 1)[1])
+    facts = json.loads(out.stdout.split(bench_helper.MARK, 1)[1])
     assert facts["sglang"]["installed"] and facts["sglang"]["version"] == "0.5.23"
     assert facts["sglang"]["module"] == "sglang.benchmark.serving"
     assert facts["vllm"] == {"installed": False}

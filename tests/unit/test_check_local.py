@@ -1,14 +1,14 @@
-"""The check's remote programs and its orchestration, run for real on this machine.
+"""The check's host side and its orchestration, run for real on this machine.
 
-Hosts with `ansible_connection: local` run the same shell commands as SSH hosts, through
-bash; so the probe wrapper, the listener, the connector, the flag extractor and the whole
-`check()` are exercised here without SSH, on loopback addresses only. Every planned port
+Hosts with `ansible_connection: local` start the same agent (and run the same shell
+commands) as SSH hosts, through bash; so the probe, the listener, the dialer, the flag
+extractor and the whole `check()` are exercised here without SSH, on loopback addresses
+only. Every planned port
 is moved to a port free right now, so a rehearsal running beside the tests cannot collide.
 """
 
 from __future__ import annotations
 
-import json
 import socket
 import sys
 from contextlib import ExitStack
@@ -19,13 +19,13 @@ import pytest
 from tests.support.engines import SGLANG_DIR
 from toolkit.executor import check_remote as remote
 from toolkit.executor.check import CheckOptions, _probe, check
-from toolkit.executor.check_facts import HostFacts
-from toolkit.executor.check_flags import extract_remote
 from toolkit.executor.cluster import host_work
 from toolkit.executor.session import Session
+from toolkit.host.protocol import Op, Result
 from toolkit.inventory import parse_inventory
 from toolkit.plan import Connection, Plan
 from toolkit.planner import build_plan
+from toolkit.preflight.check_facts import HostFacts
 from toolkit.profiles import load_profile
 
 ADDRESSES = ["127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24"]
@@ -96,50 +96,60 @@ def test_probe_falls_back_to_python3_and_reads_clock_and_uid(tmp_path: Path) -> 
     assert facts.probe["model_dir"]["exists"] is False
 
 
-def _run(program: str, argument: str) -> dict:
-    command = remote.program_command(sys.executable, argument)
-    rc, out, err = local_session().run(command, stdin=program)
-    assert rc == 0, err
-    return json.loads(out.strip().splitlines()[-1])
+def _one(session: Session, op: Op) -> Result:
+    results = session.agent([op], login=True)
+    assert len(results) == 1, results
+    return results[0]
 
 
-def test_listener_answers_with_its_nonce_and_connector_classifies() -> None:
+def test_listener_answers_with_its_nonce_and_dialer_classifies() -> None:
     port, closed = free_ports(2)
-    spec = {"listen": [{"id": "a", "bind": "127.0.0.1", "port": port, "nonce": "n1"}]}
-    started = _run(remote.LISTEN, json.dumps({**spec, "lifetime": 20}))
-    assert started["bound"] == ["a"] and started["pid"]
+    session = local_session()
+    spec = [{"id": "a", "bind": "127.0.0.1", "port": port, "nonce": "n1"}]
     try:
+        started = _one(session, Op("reach_listen", {"listen": spec, "lifetime": 20, "token": "t"}))
+        assert started.data["bound"] == ["a"] and started.data["token"] == "t"
         targets = [
             {"id": "good", "address": "127.0.0.1", "port": port, "nonce": "n1"},
             {"id": "other", "address": "127.0.0.1", "port": port, "nonce": "n2"},
             {"id": "closed", "address": "127.0.0.1", "port": closed, "nonce": "x"},
         ]
-        argument = json.dumps({"targets": targets, "timeout": 2})
-        found = _run(remote.CONNECT, argument)
-        again = _run(remote.LISTEN, json.dumps({**spec, "lifetime": 1}))
+        found = _one(session, Op("reach_dial", {"targets": targets, "timeout": 2})).data
+        again = _one(session, Op("reach_listen", {"listen": spec, "lifetime": 1, "token": "u"}))
+        stopped = _one(session, Op("reach_stop", {"token": "t"}))
+        twice = _one(session, Op("reach_stop", {"token": "t"}))
     finally:
-        stop = remote.program_command(sys.executable, str(started["pid"]))
-        local_session().run(stop, stdin=remote.STOP)
+        session.close()
     assert found["good"]["ok"] and found["good"]["kind"] == "ok"
     assert found["other"]["kind"] == "wrong_peer"
     assert found["closed"]["kind"] == "refused"
-    assert "Address already in use" in again["errors"]["a"] and again["pid"] is None
-    with socket.socket() as probe:  # stopped: the port is free again
+    assert "Address already in use" in again.data["errors"]["a"] and again.data["token"] is None
+    assert (stopped.status, twice.status) == ("changed", "ok")
+    with socket.socket() as probe:  # closed before reach_stop answered: free at once
         probe.bind(("127.0.0.1", port))
 
 
-def test_probe_command_quotes_and_asks_sudo_only_when_needed() -> None:
-    command = remote.probe_command("/opt/my python/bin/python3", {"a": "b c"}, True)
-    assert "exec '/opt/my python/bin/python3' - '{\"a\": \"b c\"}'" in command
-    assert "sudo -n true" in command
-    assert "sudo" not in remote.probe_command("python3", {}, False)
+def test_the_check_agent_quotes_the_interpreter(tmp_path: Path) -> None:
+    spaced = tmp_path / "my python" / "bin"
+    spaced.mkdir(parents=True)
+    (spaced / "python3").symlink_to(sys.executable)
+    plan = local_plan(tmp_path)
+    work = host_work(plan)["h1"]
+    facts = HostFacts("h1", python=str(spaced / "python3"))
+    session = local_session(str(spaced / "python3"))
+    try:
+        _probe(session, work, plan, False, facts)
+    finally:
+        session.close()
+    assert facts.probe is not None and not facts.python_missing, facts.probe_error
+    assert facts.sudo is None  # not asked: no become
 
 
 def test_flag_extractor_runs_with_the_hosts_python() -> None:
     if SGLANG_DIR is None:
         pytest.skip("sglang is not installed")
-    options = extract_remote(local_session(), sys.executable, "sglang", str(SGLANG_DIR))
+    options = remote.extract_remote(local_session(), sys.executable, "sglang", str(SGLANG_DIR))
     assert not isinstance(options, str), options
     assert options.version == "0.5.23" and len(options.option_strings) == 559
-    missing = extract_remote(local_session(), sys.executable, "sglang", "/nonexistent")
+    missing = remote.extract_remote(local_session(), sys.executable, "sglang", "/nonexistent")
     assert isinstance(missing, str) and "cannot read sglang's flags from /nonexistent" in missing

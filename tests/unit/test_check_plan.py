@@ -1,4 +1,5 @@
-"""What `toolkit check` derives from a plan alone: ports, TCP paths, cards, translation.
+"""What `toolkit check` derives from a plan alone: TCP paths, cards, translation (the
+ports are the plan's own: test_plan_listeners.py).
 
 Plans come from the shipped profiles on a plain inventory (prefill 10.9.1.x, decode
 10.9.2.x, as in test_planner); nothing here touches a host.
@@ -9,55 +10,17 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.test_planner import plan_for
-from toolkit.executor.check_flags import (
+from toolkit.plan import mf_store
+from toolkit.preflight.check_flags import (
     cache_key,
     options_from_json,
     options_to_json,
     translate_plan,
 )
-from toolkit.executor.check_plan import (
-    cards_per_node,
-    mf_store,
-    node_model_path,
-    planned_ports,
-    routes,
-)
+from toolkit.preflight.check_plan import cards_per_node, node_model_path, routes
 from toolkit.profiles import available, load_profile
 
 P1, P2, D1, D2 = "10.9.1.11", "10.9.1.12", "10.9.2.11", "10.9.2.12"
-
-
-def test_ports_of_the_worked_example() -> None:
-    plan = plan_for("a3-1p1d-64k")
-    p1 = {(p.port, p.bind, p.purpose) for p in planned_ports(plan, P1)}
-    assert {
-        (8000, P1, "prefill0.0 http"),
-        (5000, "0.0.0.0", "prefill0.0 dist-init"),
-        (8998, P1, "prefill0.0 bootstrap"),
-        (6688, "127.0.0.1", "router http"),
-        (29000, "0.0.0.0", "router prometheus"),
-        (24670, "0.0.0.0", "MemFabric store"),
-    } <= p1
-    hccl = sorted(p.port for p in planned_ports(plan, D2) if p.purpose == "HCCL host port")
-    assert hccl == list(range(60000, 60016))
-    assert [p.purpose for p in planned_ports(plan, D2) if p.port < 60000] == ["decode0.1 http"]
-    fixes = {p.purpose: p.fix for p in planned_ports(plan, P1)}
-    assert fixes["prefill0.0 bootstrap"] == "--set roles.prefill.bootstrap_port=<port>"
-    assert fixes["router prometheus"] == "--set router.prometheus_port=<port>"
-
-
-def test_hccl_ports_follow_the_environment() -> None:
-    plan = plan_for("a3-1p1d-64k", overrides=("env.HCCL_IF_BASE_PORT=61000",))
-    hccl = [p.port for p in planned_ports(plan, D1) if p.purpose == "HCCL host port"]
-    assert (min(hccl), max(hccl), len(hccl)) == (61000, 61015, 16)
-    ranged = plan_for("a3-1p1d-64k", overrides=("env.HCCL_HOST_SOCKET_PORT_RANGE=60100-60102",))
-    assert [p.port for p in planned_ports(ranged, D1) if p.purpose.startswith("HCCL")] == [
-        60100,
-        60101,
-        60102,
-    ]
-    cuda = plan_for("rtx6000-qwen35-fp8-tp8")
-    assert not [p for h in cuda.hosts for p in planned_ports(cuda, h) if "HCCL" in p.purpose]
 
 
 def test_routes_of_the_worked_example() -> None:

@@ -13,7 +13,7 @@ from rich.console import Console
 from tests.support.engines import SGLANG_DIR
 from tests.unit.test_cli_plan import INVENTORY
 from tests.unit.test_planner import plan_for
-from toolkit.executor.check_facts import CheckReport, Finding
+from toolkit.preflight.check_facts import CheckReport, Finding
 from toolkit.render.check import render_check
 
 HOSTS = ["tkt-h1", "tkt-h2", "tkt-h3", "tkt-h4", "tkt-h5", "tkt-h6"]

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from tests.unit.test_planner import plan_for
-from toolkit.executor.check_cluster import Context, judge
-from toolkit.executor.check_facts import HostFacts, majority
-from toolkit.executor.check_flags import translate_plan
-from toolkit.executor.check_plan import routes
 from toolkit.executor.cluster import host_work
 from toolkit.plan import Plan
+from toolkit.preflight.check_cluster import Context, judge
+from toolkit.preflight.check_facts import HostFacts, majority
+from toolkit.preflight.check_flags import translate_plan
+from toolkit.preflight.check_plan import routes
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "preflight"
 P1, P2, D1, D2 = "10.9.1.11", "10.9.1.12", "10.9.2.11", "10.9.2.12"
@@ -29,7 +29,7 @@ SOURCES = ["/usr/local/Ascend/ascend-toolkit/set_env.sh", "/usr/local/Ascend/nna
 
 
 def probe(address: str, **sections: Any) -> dict[str, Any]:
-    """A healthy host's probe output (the shape `remote_probe.probe` returns)."""
+    """A healthy host's probe output (the shape `toolkit.host.probe.probe` returns)."""
     facts: dict[str, Any] = {
         "probe_version": 1,
         "python": {"executable": "/usr/bin/python3", "version": "3.11.7"},
@@ -265,7 +265,7 @@ def test_nic_is_detected_when_the_inventory_names_none() -> None:
     found = findings(local, facts)
     host = local.hosts[0]
     assert found[(host, "nic")].summary == "lo"
-    assert "lo covers (127.0.0.1/8) 127.0.0.2" in found[(host, "nic")].detail
+    assert "lo covers 127.0.0.2 (in 127.0.0.1/8)" in found[(host, "nic")].detail
 
 
 def test_sudo_disk_and_environment_scripts(plan: Plan) -> None:

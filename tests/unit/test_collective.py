@@ -1,7 +1,7 @@
 """The collective check's pure half: ranks per instance, and the verdict from worker results.
 
 Like the other preflight judging tests: plans from shipped profiles, results shaped as the
-worker prints them (`toolkit/remote/collective_worker.py`), findings out, no SSH.
+worker prints them (`toolkit/host/collective_worker.py`), findings out, no SSH.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def test_the_profile_can_turn_the_check_on_and_the_flag_wins() -> None:
 
 
 def test_the_launcher_names_where_a_killed_worker_was_stuck() -> None:
-    from toolkit.remote.collective_worker import PHASE, _rank_result, interface_problem
+    from toolkit.host.collective_worker import PHASE, _rank_result, interface_problem
 
     rank = {"rank": 3, "local": 1, "host": "h2"}
     lines = [PHASE + "rendezvous", PHASE + "join", PHASE + "all-reduce 1048576"]

@@ -23,8 +23,8 @@ from toolkit.executor.cancel import Abandoned, Interrupted, signals
 from toolkit.executor.session import parallel
 from toolkit.host import facts as agent
 from toolkit.host.agent import run_op
+from toolkit.host.probe import _disks
 from toolkit.host.protocol import Op
-from toolkit.preflight.remote_probe import _disks
 
 
 def _kill_me_soon(signum: int) -> None:

@@ -1,8 +1,9 @@
-"""The remote probe, run for real as the executor runs it: `python3 - '<json>' < script`.
+"""The probe (`host_facts`, toolkit/host/probe.py), run for real as the check runs it: in
+the host agent, started from the bundle on the host's interpreter, one JSON request in.
 
-Each interpreter available here (the venv's, the system python3, a 3.8 if installed) gets
-the script on stdin; the JSON must hold real values about this machine and the fixtures
-the test builds (a listening socket, a model directory, fake npu-smi/nvidia-smi).
+Each interpreter available here (the venv's, the system python3, a 3.8 if installed)
+starts the agent; the facts must hold real values about this machine and the fixtures the
+test builds (a listening socket, a model directory, fake npu-smi/nvidia-smi).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from toolkit.host import bundle, protocol
+from toolkit.host.protocol import Op, Result
 from toolkit.preflight.accelerators import parse_npu_smi, parse_nvidia_smi
-from toolkit.preflight.remote_probe import parse_probe_output, probe_argv, probe_script
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "preflight"
 
@@ -38,13 +40,35 @@ PY38 = next((p for p in PY38_CANDIDATES if runnable(p)), "python3.8")
 INTERPRETERS = [sys.executable, "/usr/bin/python3", PY38]
 
 
-def run_probe(python: str, params: dict, env: dict | None = None) -> dict:
-    argv = probe_argv(params, python=python)
+def agent_request(python: str, ops: list[Op], env: dict | None = None) -> tuple[list, list]:
+    """Start the agent on `python` as the session does, send one request, close it; the
+    progress events and the results."""
+    request = bundle.payload(check=True) + protocol.encode_request(ops, False).encode() + b"\n"
     done = subprocess.run(
-        argv, input=probe_script(), capture_output=True, text=True, env=env, timeout=60
+        [python, "-u", "-c", bundle.BOOTSTRAP],
+        input=request,
+        capture_output=True,
+        env=env,
+        timeout=60,
     )
-    assert done.returncode == 0, done.stderr
-    return parse_probe_output(done.stdout)
+    assert done.returncode == 0, done.stderr.decode()
+    lines = done.stdout.decode().splitlines()
+    events = [
+        json.loads(x[len(protocol.PROGRESS) :]) for x in lines if x.startswith(protocol.PROGRESS)
+    ]
+    results = [x[len(protocol.RESULT) :] for x in lines if x.startswith(protocol.RESULT)]
+    assert len(results) == 1, done.stdout.decode()
+    return events, protocol.decode_results(results[0])
+
+
+def probe_result(python: str, params: dict, env: dict | None = None) -> tuple[list, Result]:
+    events, results = agent_request(python, [Op("host_facts", params)], env)
+    assert [r.status for r in results] == ["ok"], results
+    return events, results[0]
+
+
+def run_probe(python: str, params: dict, env: dict | None = None) -> dict:
+    return probe_result(python, params, env)[1].data["facts"]
 
 
 def fake_tool(bin_dir: Path, name: str, body: str) -> None:
@@ -137,8 +161,8 @@ def test_probe_reports_packages_without_importing_them():
     assert facts["sglang_source"]["server_args"] == str(spec_dir / "srt" / "server_args.py")
     assert len(facts["sglang_source"]["server_args_sha256"]) == 64
     code = (
-        "import sys; from toolkit.preflight import remote_probe; "
-        "remote_probe.probe({'run_smi': False}); "
+        "import sys; from toolkit.host import probe; "
+        "probe.probe({'run_smi': False}); "
         "print([m for m in ('sglang', 'torch', 'vllm') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -171,11 +195,12 @@ def test_slow_tool_times_out(tmp_path):
     assert time.monotonic() - started < 4
 
 
-def test_argv_and_output_helpers():
-    argv = probe_argv({"model_dir": "/m"})
-    assert argv == ["python3", "-", '{"model_dir": "/m"}']
-    assert parse_probe_output('noise\n{"probe_version": 1}\n\n') == {"probe_version": 1}
-    with pytest.raises(ValueError, match="printed no JSON"):
-        parse_probe_output("Traceback (most recent call last):\n")
-    with pytest.raises(ValueError, match="not a probe result"):
-        parse_probe_output(json.dumps([1]))
+def test_clock_first_then_uid_sudo_and_the_fallback_flag():
+    env = dict(os.environ, TOOLKIT_PYTHON_MISSING="1")
+    before = time.time()
+    events, found = probe_result(sys.executable, {"run_smi": False, "sudo": False}, env)
+    assert len(events) == 1 and before <= events[0]["clock"] <= time.time()
+    assert found.data["uid"] == os.getuid()
+    assert found.data["sudo"] is None  # not asked
+    assert found.data["python_missing"] is True
+    assert found.data["facts"]["probe_version"] == 1

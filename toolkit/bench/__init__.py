@@ -6,7 +6,8 @@ are tested without a cluster:
 
 - `clients`: which client runs, its command line (bench_serving's flags translated for vLLM);
 - `datasets`: where the prompts come from (a given file, the hub, or a generated corpus);
-- `host_helper`: the stdlib-only program the bench host runs (facts, corpus, stop);
+- `toolkit/host/bench_helper.py`: the stdlib-only program the bench host runs (facts,
+  corpus, stop);
 - `results`: parse F (bare `Infinity`, NaN, a half-written last line) into `BenchResult`s;
 - `verdict`: the validity gate (lost requests, no tokens, short outputs, errors), then SLOs;
 - `sweep`: "max_concurrency=1,8,16" specs, one verdict per point, the saturation point;

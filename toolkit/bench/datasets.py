@@ -9,7 +9,7 @@ its `sharegpt` needs a local file. So, per run:
 - a `--dataset-path` the user gave must exist on the bench host (checked first);
 - when text is needed, none was given and the hub cannot be reached (or the client cannot
   download it), toolkit writes a deterministic ShareGPT-format corpus on the bench host
-  (`host_helper.py corpus`) sized for the run: one conversation per prompt, each first turn
+  (`bench_helper.py corpus`) sized for the run: one conversation per prompt, each first turn
   as many words as the longest prompt has tokens (within `MAX_CORPUS_WORDS` in all);
 - `random-ids` and vLLM's `random` need nothing.
 

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from toolkit.cli.options import inventory_option, make_plan, profile_options
-from toolkit.executor.check_flags import local_options, translate_plan
+from toolkit.preflight.check_flags import local_options, translate_plan
 from toolkit.render.plan_text import render_plan
 from toolkit.render.scripts import write_scripts
 

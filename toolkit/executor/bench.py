@@ -44,11 +44,11 @@ from toolkit.errors import ToolkitError
 from toolkit.executor import state
 from toolkit.executor.bench_host import BenchHost, client_wrapper, stop_after_interrupt
 from toolkit.executor.bench_play import BenchPlaybook
-from toolkit.executor.check_plan import cards_per_node
 from toolkit.executor.cluster import Cluster, file_op, host_work
 from toolkit.executor.session import Session
 from toolkit.host.protocol import Op
 from toolkit.plan import Plan
+from toolkit.preflight.check_plan import cards_per_node
 from toolkit.render.run import Recap
 from toolkit.render.scripts import ScriptOptions, process_script, rehearsal_prepare_script
 from toolkit.secrets import mask_argv

@@ -1,6 +1,6 @@
 """The bench host's side of `toolkit bench`, through its agent: facts, the corpus, the stop.
 
-`toolkit/bench/host_helper.py` (standard library only) is uploaded into the run directory
+`toolkit/host/bench_helper.py` (standard library only) is uploaded into the run directory
 once per session and run with the bench host's Python; each call is one agent request
 (write a two-line script, run it) whose output carries one `@@bench {json}` line.
 """
@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import shell
-from toolkit.bench import host_helper
 from toolkit.errors import ToolkitError
 from toolkit.executor.cluster import file_op
 from toolkit.executor.session import Session
+from toolkit.host import bench_helper
 from toolkit.host.protocol import Op
 
-HELPER_SOURCE = Path(host_helper.__file__).read_text(encoding="utf-8")
+HELPER_SOURCE = Path(bench_helper.__file__).read_text(encoding="utf-8")
 STOP_GRACE_S = 5.0  # SIGTERM, then SIGKILL: the whole stop stays well within 10 s
 
 
@@ -28,11 +28,11 @@ class BenchHost:
 
     def __init__(self, session: Session, host: str, python: str, base: str) -> None:
         self.session, self.host, self.python, self.base = session, host, python, base
-        self.helper = f"{base}/host_helper.py"
+        self.helper = f"{base}/bench_helper.py"
         self._uploaded = False
 
     def call(self, name: str, *args: str) -> dict[str, Any]:
-        """Run `host_helper.py ARGS` and return its JSON answer."""
+        """Run `bench_helper.py ARGS` and return its JSON answer."""
         files = []
         if not self._uploaded:
             files.append((self.helper, HELPER_SOURCE, "644"))
@@ -49,8 +49,8 @@ class BenchHost:
         )
         self._uploaded = True
         for line in reversed(lines):
-            if line.startswith(host_helper.MARK):
-                return json.loads(line[len(host_helper.MARK) :])
+            if line.startswith(bench_helper.MARK):
+                return json.loads(line[len(bench_helper.MARK) :])
         failed = next((r for r in results if r.failed), None)
         said = " / ".join(line for line in lines[-3:] if line.strip())
         why = (failed.msg if failed else "") or "no answer"

@@ -1,14 +1,17 @@
 """`toolkit check`: the preflight, every host in parallel, in a few seconds.
 
-Four rounds of one SSH command per host each, run at once on every host:
+Rounds run at once on every host, each one request to the check's agent on the host (the
+channel `up` uses, its own agent: as the login user, on python3 when the planned
+interpreter is missing, with the check's modules; see `Session.agent(login=True)`):
 
-1. probe: clock, uid, `sudo -n true` (when become is set), then the stdlib probe
-   (`remote_probe.py`) with the planned python, or python3 when that is missing;
+1. probe: the `host_facts` module (`toolkit/host/probe.py`): the clock first (as a progress
+   event), uid, `sudo -n true` (when become is set), then every fact;
 2. flags: the static flag extractor run on one host per distinct engine build (cached
-   locally by the probe's sha256 of `server_args.py`), concurrently with
-3. reachability: short-lived listeners on the targets (one program per host, answering a
-   nonce, `LISTENER_LIFETIME_S` at most), one connector per source host (each connect
-   bounded by `CONNECT_TIMEOUT_S`), then the listeners stopped;
+   locally by the probe's sha256 of `server_args.py`; its own SSH command), concurrently
+   with
+3. reachability (`toolkit/host/reach.py`): listeners on the targets (answering a nonce,
+   `LISTENER_LIFETIME_S` at most), one dial request per source host (each connect bounded
+   by `CONNECT_TIMEOUT_S`), then the listeners stopped;
 4. judging, pure (`check_cluster.judge`), into a `CheckReport`.
 
 `up` calls `preflight` on its already-open connections and refuses to launch on a ✘.
@@ -16,7 +19,6 @@ Four rounds of one SSH command per host each, run at once on every host:
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,19 +28,19 @@ from typing import Any
 from rich.console import Console
 
 from toolkit.errors import ToolkitError
-from toolkit.executor import check_flags, containers
 from toolkit.executor import check_remote as remote
-from toolkit.executor.check_cluster import Context, judge
-from toolkit.executor.check_facts import CheckReport, Finding, HostFacts
-from toolkit.executor.check_plan import Route, node_model_path, routes
+from toolkit.executor import containers
 from toolkit.executor.cluster import Cluster, HostWork, host_work
 from toolkit.executor.collective import run_collectives
-from toolkit.executor.session import Session, Unreachable, parallel
+from toolkit.executor.session import AgentFailed, Session, Unreachable, parallel
+from toolkit.host.protocol import Op, Result
 from toolkit.plan import Plan
-from toolkit.preflight import gpu_facts
+from toolkit.preflight import check_flags, gpu_facts
+from toolkit.preflight.check_cluster import Context, judge
+from toolkit.preflight.check_facts import CheckReport, Finding, HostFacts
+from toolkit.preflight.check_plan import Route, node_model_path, routes
 from toolkit.preflight.collective import backend_for
 from toolkit.preflight.flags import EngineOptions
-from toolkit.preflight.remote_probe import parse_probe_output, probe_script
 from toolkit.render.run import Recap
 
 CONNECT_TIMEOUT_S = 2.0
@@ -195,37 +197,34 @@ def gather_facts(
 
 
 def _probe(session: Session, work: HostWork, plan: Plan, rehearse: bool, facts: HostFacts) -> None:
-    params = probe_params(plan, work, rehearse)
+    params = {**probe_params(plan, work, rehearse), "sudo": session.sudo}
     facts.sudo_needed = session.sudo
-    command = remote.probe_command(work.python, params, sudo=session.sudo)
-    clock: list[tuple[str, float]] = []
+    clock: list[float] = []
 
-    def on_line(line: str) -> None:
-        if line.startswith(remote.CLOCK) and not clock:
-            clock.append((line[len(remote.CLOCK) :], time.time()))
+    def on_progress(event: dict[str, Any]) -> None:
+        if "clock" in event and not clock:
+            clock.extend([float(event["clock"]), time.time()])
 
     sent = time.time()
-    rc, out, err = session.run(command, stdin=probe_script(), on_line=on_line)
-    for line in out.splitlines():
-        if line.startswith(remote.UID) and line[len(remote.UID) :].strip().isdigit():
-            facts.uid = int(line[len(remote.UID) :])
-        elif line.startswith(remote.SUDO):
-            facts.sudo = line[len(remote.SUDO) :].strip()
-        elif line.strip() == remote.NO_PYTHON:
-            facts.python_missing = True
-    if clock:
-        try:
-            remote_now = float(clock[0][0])
-        except ValueError:
-            remote_now = None
-        if remote_now is not None:
-            facts.clock_offset = remote_now - (sent + clock[0][1]) / 2
-            facts.clock_error = (clock[0][1] - sent) / 2
     try:
-        facts.probe = parse_probe_output(out)
-    except ValueError:
-        tail = " / ".join(err.strip().splitlines()[-3:]) or f"exit status {rc}"
-        facts.probe_error = f"the probe failed on {work.name}: {tail}"
+        results = session.agent(
+            [Op("host_facts", params, name="probe")], login=True, on_progress=on_progress
+        )
+    except AgentFailed as exc:
+        facts.probe_error = f"the probe failed on {work.name}: {exc}"
+        return
+    found = results[0] if results else Result("probe", "failed", "no result")
+    if found.failed:
+        facts.probe_error = f"the probe failed on {work.name}: {found.msg}"
+        return
+    facts.probe = found.data["facts"]
+    facts.uid = found.data.get("uid")
+    facts.sudo = found.data.get("sudo")
+    facts.python_missing = bool(found.data.get("python_missing"))
+    if clock:
+        remote_now, arrived = clock
+        facts.clock_offset = remote_now - (sent + arrived) / 2
+        facts.clock_error = (arrived - sent) / 2
 
 
 # ----------------------------------------------------------------------------- flags
@@ -262,7 +261,7 @@ def engine_options(
     def extract(key: str) -> EngineOptions | str:
         first = groups[key][0]
         path = facts[first].package(engine)["path"]
-        result = check_flags.extract_remote(
+        result = remote.extract_remote(
             cluster.sessions[first], facts[first].interpreter, engine, path
         )
         if isinstance(result, EngineOptions) and not key.startswith("host:"):
@@ -302,31 +301,36 @@ def measure_routes(
             }
     targets = list(specs)
     started = dict(
-        zip(targets, parallel(targets, lambda t: _listen(cluster, facts, t, specs[t])), strict=True)
+        zip(targets, parallel(targets, lambda t: _listen(cluster, t, specs[t])), strict=True)
     )
     try:
-        dials = _connect_all(cluster, facts, live, specs, started, outcomes)
+        dials = _connect_all(cluster, live, specs, started, outcomes)
     finally:
-        stops = [(t, s["pid"]) for t, s in started.items() if isinstance(s, dict) and s.get("pid")]
-        parallel(stops, lambda item: _stop(cluster, facts, *item))
+        stops = [(t, s.get("token")) for t, s in started.items() if isinstance(s, dict)]
+        parallel(
+            [item for item in stops if item[1]],
+            lambda item: _agent(cluster, item[0], Op("reach_stop", {"token": item[1]})),
+        )
     outcomes.update(dials)
     return outcomes
 
 
-def _listen(cluster: Cluster, facts: dict[str, HostFacts], target: str, spec: dict) -> dict:
-    argument = json.dumps({"listen": list(spec.values()), "lifetime": LISTENER_LIFETIME_S})
-    command = remote.program_command(facts[target].interpreter, argument)
-    rc, out, err = cluster.sessions[target].run(command, stdin=remote.LISTEN)
-    try:
-        return json.loads(out.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        tail = " / ".join(err.strip().splitlines()[-2:]) or f"exit status {rc}"
-        return {"bound": [], "errors": {}, "failed": f"the listener did not start: {tail}"}
+def _agent(cluster: Cluster, host: str, op: Op) -> Result:
+    """One op on the host's check agent; its single result (a failed one says why)."""
+    results = cluster.sessions[host].agent([op], login=True)
+    return results[0] if results else Result(op.label, "failed", "no result")
+
+
+def _listen(cluster: Cluster, target: str, spec: dict) -> dict:
+    args = {"listen": list(spec.values()), "lifetime": LISTENER_LIFETIME_S}
+    done = _agent(cluster, target, Op("reach_listen", {**args, "token": secrets.token_hex(8)}))
+    if done.failed:
+        return {"bound": [], "errors": {}, "failed": f"the listener did not start: {done.msg}"}
+    return done.data
 
 
 def _connect_all(
     cluster: Cluster,
-    facts: dict[str, HostFacts],
     live: list[Route],
     specs: dict[str, dict],
     started: dict[str, Any],
@@ -351,10 +355,11 @@ def _connect_all(
     sources = list(by_source)
 
     def dial(source: str) -> dict[str, Any]:
-        argument = json.dumps({"targets": by_source[source], "timeout": CONNECT_TIMEOUT_S})
-        command = remote.program_command(facts[source].interpreter, argument)
-        _, out, _ = cluster.sessions[source].run(command, stdin=remote.CONNECT)
-        return json.loads(out.strip().splitlines()[-1])
+        args = {"targets": by_source[source], "timeout": CONNECT_TIMEOUT_S}
+        done = _agent(cluster, source, Op("reach_dial", args))
+        if done.failed:
+            raise RuntimeError(done.msg)
+        return done.data
 
     results: dict[str, dict[str, Any]] = {}
     for source, outcome in zip(sources, parallel(sources, dial), strict=True):
@@ -364,8 +369,3 @@ def _connect_all(
         else:
             results.update(outcome)
     return results
-
-
-def _stop(cluster: Cluster, facts: dict[str, HostFacts], target: str, pid: int) -> None:
-    command = remote.program_command(facts[target].interpreter, str(pid))
-    cluster.sessions[target].run(command, stdin=remote.STOP)

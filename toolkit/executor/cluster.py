@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from rich.console import Console
 
@@ -17,54 +16,11 @@ from toolkit.executor.session import (
     parallel,
 )
 from toolkit.host.protocol import Op, Result
-from toolkit.plan import Connection, NodePlan, Plan
+
+# HostWork moved to the plan (pure); kept importable from here.
+from toolkit.plan import HostWork as HostWork
+from toolkit.plan import host_work as host_work
 from toolkit.render.run import Recap
-
-
-@dataclass
-class HostWork:
-    """Everything one host does in a run."""
-
-    name: str
-    connection: Connection
-    python: str
-    workdir: str
-    nodes: list[NodePlan] = field(default_factory=list)
-    router: bool = False
-    bench: bool = False
-
-    @property
-    def serving(self) -> bool:
-        return bool(self.nodes)
-
-    @property
-    def tag(self) -> str:
-        """The TOOLKIT_HOST value in each process's environment: `down` finds a run's
-        processes by it, and name@address stays unique where hosts share a process table
-        (a local rehearsal, test namespaces)."""
-        return f"{self.name}@{self.connection.address}"
-
-    @property
-    def machine(self) -> str:
-        """Hosts reached locally are one machine (one kernel to tune), whatever address."""
-        return "localhost" if self.connection.local else self.connection.address
-
-
-def host_work(plan: Plan) -> dict[str, HostWork]:
-    work: dict[str, HostWork] = {}
-    for node in plan.nodes:
-        item = work.setdefault(
-            node.host, HostWork(node.host, node.connection, node.python, node.workdir)
-        )
-        item.nodes.append(node)
-    for kind, proc in (("router", plan.router), ("bench", plan.bench)):
-        if proc is None:
-            continue
-        item = work.setdefault(
-            proc.host, HostWork(proc.host, proc.connection, proc.python, proc.workdir)
-        )
-        setattr(item, kind, True)
-    return work
 
 
 class Cluster:

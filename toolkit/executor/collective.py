@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import shell
-from toolkit.executor.check_facts import Finding, HostFacts
-from toolkit.executor.check_rules import holding_interface
 from toolkit.executor.cluster import Cluster
 from toolkit.executor.session import parallel
+from toolkit.host import collective_worker as worker
 from toolkit.plan import Plan
 from toolkit.preflight import collective as pure
-from toolkit.remote import collective_worker as worker
+from toolkit.preflight.check_facts import Finding, HostFacts
+from toolkit.preflight.check_rules import holding_interface
 
 WORKER_SOURCE = Path(worker.__file__).read_text()
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a variable name (the value is quoted)
@@ -80,8 +80,7 @@ def _detected_nic(plan: Plan, host: str, facts: HostFacts) -> str | None:
     nodes = plan.nodes_on(host)
     if not nodes or nodes[0].nic or not facts.ok:
         return None
-    ifaces = (facts.section("interfaces") or {}).get("interfaces") or []
-    return holding_interface(ifaces, nodes[0].address)[0]
+    return holding_interface(facts, nodes[0].address)[0]
 
 
 def _run_instance(cluster: Cluster, test: pure.InstanceTest) -> pure.Outcome:

@@ -13,11 +13,11 @@ from rich.console import Console
 
 from toolkit import shell
 from toolkit.executor import state
-from toolkit.executor.check_facts import Finding
 from toolkit.executor.cluster import Cluster, HostWork
 from toolkit.executor.session import Session, parallel
 from toolkit.host.protocol import Result
 from toolkit.plan import ContainerPlan, NodePlan, Plan
+from toolkit.preflight.check_facts import Finding
 from toolkit.render.run import Recap
 from toolkit.render.scripts import ScriptOptions
 from toolkit.runtime import container as rt

@@ -40,10 +40,12 @@ from fabric import Connection as FabricConnection
 
 from toolkit import shell
 from toolkit.host import bundle, protocol
+from toolkit.host.probe import PYTHON_MISSING_ENV
 from toolkit.host.protocol import Op, Result
 from toolkit.plan import Connection
 
 AGENT_PAYLOAD = bundle.payload()
+CHECK_PAYLOAD = bundle.payload(check=True)  # with the check's modules (probe, reach)
 AGENT_CLOSE_TIMEOUT_S = 5.0
 STDERR_KEEP_BYTES = 64 * 1024
 KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
@@ -105,6 +107,9 @@ class Session:
     lost: ConnectionLost | None = None
     _agent: _AgentProcess | None = field(default=None, repr=False)
     _agent_busy: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # `toolkit check`'s agent (see `agent(login=True)`).
+    _login_agent: _AgentProcess | None = field(default=None, repr=False)
+    _login_busy: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _running: set[_AgentProcess] = field(default_factory=set, repr=False)
 
     @property
@@ -154,27 +159,44 @@ class Session:
             process.close()
 
     def agent(
-        self, ops: list[Op], check: bool = False, on_progress: Progress | None = None
+        self,
+        ops: list[Op],
+        check: bool = False,
+        on_progress: Progress | None = None,
+        login: bool = False,
     ) -> list[Result]:
-        """Run agent tasks as one request; return their results."""
+        """Run agent tasks as one request; return their results.
+
+        `login`: for `toolkit check`, which must report a refused sudo or a missing
+        interpreter instead of failing on them: its own agent, as the login user, on
+        python3 when the planned interpreter is missing (`probe.PYTHON_MISSING_ENV` tells
+        the probe), carrying the check's modules, which the other phases' agent goes
+        without.
+        """
         if self.lost is not None:
             raise self.lost
         request = protocol.encode_request(ops, check)
+        busy = self._login_busy if login else self._agent_busy
         try:
-            if not self._agent_busy.acquire(blocking=False):
+            if not busy.acquire(blocking=False):
                 # Another phase holds the agent (stopping a run while a wait runs on it):
                 # this request gets an agent of its own, closed after it.
-                one_off = self._start_agent()
+                one_off = self._start_agent(login)
                 try:
                     return self._request(one_off, request, on_progress)
                 finally:
                     one_off.close()
             try:
-                if self._agent is None or not self._agent.alive:
-                    self._agent = self._start_agent()
-                return self._request(self._agent, request, on_progress)
+                current = self._login_agent if login else self._agent
+                if current is None or not current.alive:
+                    current = self._start_agent(login)
+                    if login:
+                        self._login_agent = current
+                    else:
+                        self._agent = current
+                return self._request(current, request, on_progress)
             finally:
-                self._agent_busy.release()
+                busy.release()
         except TimeoutError as exc:
             raise self._lose(f"no answer for {SILENCE_S:.0f} s") from exc
         except (OSError, paramiko.SSHException, EOFError) as exc:
@@ -189,20 +211,29 @@ class Session:
         finally:
             self._running.discard(process)
 
-    def _start_agent(self) -> _AgentProcess:
-        python = f"{self._prefix()}{shell.quote(self.python)}"
-        command = f"{python} -u -c {shell.quote(bundle.BOOTSTRAP)}"
+    def _start_agent(self, login: bool = False) -> _AgentProcess:
+        boot = shell.quote(bundle.BOOTSTRAP)
+        if login:
+            # As the probe ran before the agent carried it: no sudo, python3 as a fallback.
+            py = shell.quote(self.python)
+            command = (
+                f"if command -v {py} >/dev/null 2>&1; then exec {py} -u -c {boot}; "
+                f"else export {PYTHON_MISSING_ENV}=1; exec python3 -u -c {boot}; fi"
+            )
+        else:
+            command = f"{self._prefix()}{shell.quote(self.python)} -u -c {boot}"
         if self.fabric is None:
             process = _AgentProcess.local(command)
         else:
             process = _AgentProcess.remote(_transport(self.fabric), command)
-        process.unsent = AGENT_PAYLOAD  # goes out with the first request
+        process.unsent = CHECK_PAYLOAD if login else AGENT_PAYLOAD  # with the first request
         return process
 
     def close(self) -> None:
-        if self._agent is not None:
-            self._agent.close()
-            self._agent = None
+        for agent in (self._agent, self._login_agent):
+            if agent is not None:
+                agent.close()
+        self._agent = self._login_agent = None
         if self.fabric is not None:
             self.fabric.close()
 

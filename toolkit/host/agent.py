@@ -17,6 +17,8 @@ import threading
 import time
 
 # Importing the module files registers their modules.
+# (`toolkit check`'s modules, probe and reach, register themselves where the check's
+# bundle carries them: see bundle.CHECK_ONLY.)
 from toolkit.host import (  # noqa: F401
     commands,
     files,

@@ -24,6 +24,8 @@ ORDER = (
     "commands",
     "filesystem",
     "wait_for",
+    "probe",
+    "reach",
     "agent",
 )
 # The command line stays one short line (it shows in error messages): it reads the payload
@@ -49,8 +51,15 @@ sys.modules['toolkit.host.agent'].serve()
 """
 
 
-def payload() -> bytes:
+# `toolkit check`'s modules: only its own agent carries them (each costs every agent start
+# its compile time, about 15 ms for these two); loading one registers its modules.
+CHECK_ONLY = ("probe", "reach")
+
+
+def payload(check: bool = False) -> bytes:
+    """The bundle; `check`: with `toolkit check`'s modules."""
+    names = [n for n in ORDER if check or n not in CHECK_ONLY]
     items: list[tuple[str, bool, str]] = [("toolkit", True, ""), ("toolkit.host", True, "")]
-    items += [(f"toolkit.host.{name}", False, (HERE / f"{name}.py").read_text()) for name in ORDER]
+    items += [(f"toolkit.host.{name}", False, (HERE / f"{name}.py").read_text()) for name in names]
     data = json.dumps({"loader": LOADER, "modules": items}).encode()
     return b"%d\n" % len(data) + data

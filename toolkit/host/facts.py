@@ -39,18 +39,27 @@ def _address(hexaddr: str, v6: bool) -> str:
     return socket.inet_ntop(socket.AF_INET6, words)
 
 
-def listening_ports() -> dict[int, list[str]]:
-    """{port: [local address, ...]} of TCP sockets in LISTEN state (IPv4 and IPv6)."""
-    found: dict[int, list[str]] = {}
+def tcp_sockets() -> list[tuple[bool, str, int, str]]:
+    """(is IPv6, local address, port, state hex) of every TCP socket (/proc/net/tcp{,6})."""
+    found = []
     for path, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
         try:
             with open(path) as fh:
                 text = fh.read()
         except OSError:
             continue
-        for address, port, state in parse_proc_net_tcp(text, v6):
-            if state == TCP_LISTEN:
-                found.setdefault(port, []).append(address)
+        found += [
+            (v6, address, port, state) for address, port, state in parse_proc_net_tcp(text, v6)
+        ]
+    return found
+
+
+def listening_ports() -> dict[int, list[str]]:
+    """{port: [local address, ...]} of TCP sockets in LISTEN state (IPv4 and IPv6)."""
+    found: dict[int, list[str]] = {}
+    for _, address, port, state in tcp_sockets():
+        if state == TCP_LISTEN:
+            found.setdefault(port, []).append(address)
     return found
 
 
@@ -62,26 +71,33 @@ def port_holders(port: int, bind: str, listening: dict[int, list[str]]) -> list[
     ]
 
 
-def interfaces() -> dict[str, list[str]]:
-    """{interface: ["address/prefix", ...]} from `ip -j addr` (iproute2)."""
+def ip_addr() -> list | None:
+    """`ip -j addr` (iproute2) as parsed JSON; None without iproute2 or its -j."""
     try:
-        out = subprocess.run(
+        done = subprocess.run(
             ["ip", "-j", "addr"],
             stdin=subprocess.DEVNULL,  # the agent's stdin carries its requests
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             timeout=10,
-        ).stdout
-        data = json.loads(out.decode() or "[]")
+        )
+        if done.returncode != 0:
+            return None
+        data = json.loads(done.stdout.decode() or "[]")
     except (OSError, ValueError, subprocess.TimeoutExpired):
-        return {}
+        return None
+    return data if isinstance(data, list) else None
+
+
+def interfaces() -> dict[str, list[str]]:
+    """{interface: ["address/prefix", ...]}, the form `detect_nic` reads."""
     return {
         item["ifname"]: [
             "%s/%s" % (a["local"], a.get("prefixlen", 32))
             for a in item.get("addr_info", [])
             if "local" in a
         ]
-        for item in data
+        for item in ip_addr() or []
     }
 
 
@@ -97,8 +113,12 @@ def detect_nic(address: str, ifaces: dict[str, list[str]]) -> tuple[str, str] | 
         return None
     for name, cidrs in ifaces.items():
         for cidr in cidrs:
-            if wanted in ipaddress.ip_interface(cidr).network:
-                return name, "%s is in %s" % (address, cidr)
+            try:
+                network = ipaddress.ip_interface(cidr).network
+            except ValueError:
+                continue  # an address `ip` printed that Python cannot parse: not ours
+            if wanted in network:
+                return name, "covers %s (in %s)" % (address, cidr)
     return None
 
 

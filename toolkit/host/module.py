@@ -9,7 +9,9 @@ with before/after; and check mode is one rule for all of them: decide, say "woul
 from __future__ import annotations  # annotations stay strings: 3.8 never evaluates them
 
 from dataclasses import dataclass, field
-from typing import Any, Callable  # noqa: UP035 (3.8: collections.abc.Callable[...] raises)
+
+# typing's Callable: collections.abc.Callable cannot be subscripted at run time before 3.9.
+from typing import Any, Callable  # noqa: UP035
 
 from toolkit.host.protocol import Result
 

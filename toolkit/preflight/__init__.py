@@ -6,7 +6,9 @@
   abbreviated, ambiguous, bad choice), and the argv with known renames applied.
 - `accelerators`: `npu-smi info` / `nvidia-smi` output parsed into cards, compared with
   what the plan needs.
-- `remote_probe`: a stdlib-only script the executor runs once per host to gather facts.
+- `check_plan`, `check_facts`, `check_rules`, `check_cluster`, `check_flags`: what the check
+  derives from the plan, its values, and the judging of each host's facts (gathered by the
+  agent's `host_facts` module, `toolkit/host/probe.py`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from toolkit.preflight.flags import (
     load_renames,
     translate_argv,
 )
-from toolkit.preflight.remote_probe import parse_probe_output, probe_argv, probe_script
 
 __all__ = [
     "Accelerator",
@@ -51,8 +52,5 @@ __all__ = [
     "load_renames",
     "parse_npu_smi",
     "parse_nvidia_smi",
-    "parse_probe_output",
-    "probe_argv",
-    "probe_script",
     "translate_argv",
 ]

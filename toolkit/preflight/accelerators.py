@@ -1,6 +1,6 @@
 """Read `npu-smi info` and `nvidia-smi` output into devices, and compare them with the need.
 
-The remote probe (`remote_probe.py`) runs both tools on every host and ships their raw
+The agent's probe (`toolkit/host/probe.py`) runs both tools on every host and ships their raw
 output back; parsing happens here, in pure code, so every layout is tested from fixtures.
 
 `npu-smi info` prints each device as a pair of table rows: a name row

@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolkit.executor.check_facts import Finding
-from toolkit.executor.check_plan import cards_per_node
 from toolkit.plan import NodePlan, Plan
+from toolkit.preflight.check_facts import Finding
+from toolkit.preflight.check_plan import cards_per_node
 
 MIB = 1 << 20
 BACKENDS = {"cuda": "nccl", "ascend": "hccl"}

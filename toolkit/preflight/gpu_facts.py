@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.executor.check_facts import Finding
-from toolkit.executor.check_plan import cards_per_node
 from toolkit.plan import NodePlan, Plan
 from toolkit.preflight.accelerators import parse_npu_smi
+from toolkit.preflight.check_facts import Finding
+from toolkit.preflight.check_plan import cards_per_node
 
 FRACTION_FLAGS = {"sglang": "--mem-fraction-static", "vllm": "--gpu-memory-utilization"}
 DEFAULT_FRACTION = {"vllm": 0.9}  # sglang sizes its default from the GPU: not guessed here

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from toolkit.executor.check_facts import CHECKS, CheckReport, Finding
+from toolkit.preflight.check_facts import CHECKS, CheckReport, Finding
 
 SYMBOL = {"ok": "✔", "failed": "✘", "skipped": "–"}
 STYLE = {"ok": "green", "failed": "bold red", "skipped": "dim"}

@@ -20,19 +20,6 @@ from toolkit.tasks.base import ControllerModule, HostCtx, RunCtx, register, requ
 from toolkit.tasks.teardown import StopAllOnFailure, abort_mark
 
 
-def listeners(work: HostWork, plan: Plan) -> list[dict[str, Any]]:
-    ports = [
-        {"port": port, "bind": node.bind, "purpose": f"{node.name} {purpose}"}
-        for node in work.nodes
-        for purpose, port in node.listen.items()
-    ]
-    if work.router and plan.router is not None:
-        for purpose, port in plan.router.listen.items():
-            bind = plan.router.bind if purpose == "http" else "0.0.0.0"
-            ports.append({"port": port, "bind": bind, "purpose": f"router {purpose}"})
-    return ports
-
-
 @register
 class ActiveRun(ControllerModule):
     name = "active_run"
@@ -49,7 +36,8 @@ class PortsFree(ControllerModule):
     readonly = True
 
     def ops(self, task: Task, args: dict[str, Any], host: HostCtx, run: RunCtx) -> list[Op]:
-        ports = listeners(host.work, run.plan)
+        # The one planned-ports list (`Plan.listeners`), as `check` saw it and `down` frees it.
+        ports = [port.arg() for port in run.plan.listeners(host.name)]
         return [Op(self.name, {"ports": ports}, stop_on_failure=False)]
 
 

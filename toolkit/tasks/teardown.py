@@ -33,14 +33,14 @@ def stop_args(
     process of the run on this host (the nodes, and anything of the run still left)."""
     node_files = [state.node_files(work.workdir, run_id, n) for n in work.nodes]
     router_files = state.process_files(work.workdir, run_id, "router")
-    ports: list[dict[str, Any]] = []
+    # The ports the run bound here (`Plan.listeners`, as check and up saw them free); a run
+    # found on the hosts without its plan has none to wait for.
+    planned = plan.listeners(work.name) if plan is not None else []
     if which == "router":
-        if plan is not None and plan.router is not None and work.router:
-            ports.append({"port": plan.router.listen["http"], "bind": plan.router.bind})
+        ports = [p.arg() for p in planned if p.purpose.startswith("router ")]
         pidfiles = [router_files["pidfile"]]
     else:
-        for node in work.nodes:
-            ports += [{"port": p, "bind": node.bind} for p in node.listen.values()]
+        ports = [p.arg() for p in planned]
         pidfiles = [f["pidfile"] for f in node_files] + [router_files["pidfile"]]
     return {
         "run_id": run_id,

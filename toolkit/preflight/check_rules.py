@@ -8,15 +8,14 @@ Checks that compare hosts with each other live in `check_cluster.py`.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from toolkit.bench.clients import CLIENTS, choose_client, missing_client_fix
-from toolkit.executor.check_facts import Finding, HostFacts
-from toolkit.executor.check_plan import cards_per_node, is_ip, planned_ports, short_bytes
-from toolkit.executor.cluster import HostWork
-from toolkit.plan import Plan
+from toolkit.host.facts import detect_nic, port_holders
+from toolkit.plan import HCCL_PURPOSE, HostWork, Listener, Plan
 from toolkit.preflight.accelerators import compare_with_need, parse_npu_smi, parse_nvidia_smi
+from toolkit.preflight.check_facts import Finding, HostFacts
+from toolkit.preflight.check_plan import cards_per_node, is_ip, short_bytes
 
 MIN_FREE_BYTES = 1 << 30  # logs and launch scripts; a long run's logs fit easily
 _TOOLS = {
@@ -136,26 +135,22 @@ def accelerators(plan: Plan, work: HostWork, facts: HostFacts, rehearse: bool) -
     return Finding(host, "accel", "ok", f"{len(report.accelerators)}/{need}", detail)
 
 
-def _interfaces(facts: HostFacts) -> list[dict[str, Any]]:
+def interface_map(facts: HostFacts) -> dict[str, list[str]]:
+    """The probe's interfaces as {name: ["address/prefix", ...]}, the form `detect_nic`
+    reads on the host at `up`."""
     section = facts.section("interfaces") or {}
-    return section.get("interfaces") or []
+    return {
+        i["name"]: list(i.get("ipv4", [])) + list(i.get("ipv6", []))
+        for i in section.get("interfaces") or []
+        if i.get("name")
+    }
 
 
-def holding_interface(ifaces: list[dict[str, Any]], address: str) -> tuple[str | None, str]:
-    """The interface holding `address` (exactly, else within its network, e.g. lo's /8)."""
-    for iface in ifaces:
-        for cidr in iface.get("ipv4", []) + iface.get("ipv6", []):
-            if cidr.split("/")[0] == address:
-                return iface["name"], "holds"
-    wanted = ipaddress.ip_address(address)
-    for iface in ifaces:
-        for cidr in iface.get("ipv4", []) + iface.get("ipv6", []):
-            try:
-                if wanted in ipaddress.ip_interface(cidr).network:
-                    return iface["name"], f"covers ({cidr})"
-            except ValueError:
-                continue
-    return None, ""
+def holding_interface(facts: HostFacts, address: str) -> tuple[str | None, str]:
+    """The interface that carries `address` and why (`host.facts.detect_nic`, as `up`'s
+    `nic` task detects it), or (None, "")."""
+    found = detect_nic(address, interface_map(facts)) if is_ip(address) else None
+    return found if found is not None else (None, "")
 
 
 def nic(work: HostWork, facts: HostFacts) -> Finding | None:
@@ -164,9 +159,8 @@ def nic(work: HostWork, facts: HostFacts) -> Finding | None:
     if not is_ip(node.address):
         why = f"the address {node.address} is a name; set nic to check the interface"
         return Finding(host, "nic", "skipped", "name", why)
-    ifaces = _interfaces(facts)
-    names = sorted(i["name"] for i in ifaces)
-    holder, how = holding_interface(ifaces, node.address)
+    names = sorted(interface_map(facts))
+    holder, how = holding_interface(facts, node.address)
     if node.nic:
         if node.nic not in names:
             why = f"interface {node.nic} does not exist on {host} (it has: {', '.join(names)})"
@@ -180,10 +174,10 @@ def nic(work: HostWork, facts: HostFacts) -> Finding | None:
             )
             fix = f"set nic: {holder} for {host}" if holder else "fix nic or ansible_host"
             return Finding(host, "nic", "failed", f"{node.nic} ≠ addr", why, fix)
-        return Finding(host, "nic", "ok", node.nic, f"{node.nic} {how} {node.address}")
+        return Finding(host, "nic", "ok", node.nic, f"{node.nic} {how}")
     if holder:
         uses = ", ".join(node.nic_env) or "nothing"
-        detail = f"{holder} {how} {node.address} (detected; `up` sets it in {uses})"
+        detail = f"{holder} {how} (detected; `up` sets it in {uses})"
         return Finding(host, "nic", "ok", holder, detail)
     if node.nic_env or node.bind == node.address:
         why = f"no interface on {host} holds {node.address} (it has: {', '.join(names)})"
@@ -215,25 +209,24 @@ def env_files(work: HostWork, facts: HostFacts, rehearse: bool) -> Finding | Non
     )
 
 
-def _holders(listening: list[dict[str, Any]], port: int, bind: str) -> list[str]:
-    wild = ("0.0.0.0", "::")
-    return [
-        s["address"]
-        for s in listening
-        if s["port"] == port
-        and (s["address"] in wild or bind in wild or s["address"] in (bind, "::ffff:" + bind))
-    ]
+def _listening(section: list[dict[str, Any]]) -> dict[int, list[str]]:
+    """The probe's sockets as {port: [address, ...]}, the form `port_holders` reads."""
+    found: dict[int, list[str]] = {}
+    for sock in section:
+        found.setdefault(int(sock["port"]), []).append(sock["address"])
+    return found
 
 
 def ports_free(plan: Plan, work: HostWork, facts: HostFacts) -> Finding | None:
     host = work.name
-    planned = planned_ports(plan, host)
+    planned = plan.listeners(host)
     if not planned:
         return None
     listening = facts.section("listening")
     if not isinstance(listening, list):
         return Finding(host, "ports", "skipped", "unknown", f"cannot list sockets: {listening}")
-    busy = [(p, h) for p in planned if (h := _holders(listening, p.port, p.bind))]
+    held = _listening(listening)
+    busy = [(p, h) for p in planned if (h := port_holders(p.port, p.bind, held))]
     if not busy:
         return Finding(host, "ports", "ok", f"{len(planned)} free", _port_list(planned))
     why = "; ".join(
@@ -244,7 +237,7 @@ def ports_free(plan: Plan, work: HostWork, facts: HostFacts) -> Finding | None:
     first = busy[0][0]
     fix = (
         f"stop what holds it (`ss -ltnp 'sport = :{first.port}'` on {host} shows it; a "
-        f"toolkit run? `toolkit status`, `toolkit down`), or move it: {first.fix}"
+        f"toolkit run? `toolkit status`, `toolkit down`), or move it: {_move(first)}"
     )
     summary = "busy " + ",".join(str(p.port) for p, _ in busy[:3]) + ("…" if len(busy) > 3 else "")
     return Finding(host, "ports", "failed", summary, why, fix)
@@ -265,9 +258,17 @@ def writable(host: str, path: str, info: dict[str, Any], facts: HostFacts) -> Fi
     return Finding(host, "disk", "failed", "not writable", why, fix)
 
 
-def _port_list(planned: list) -> str:
-    singles = [f"{p.port} {p.purpose}" for p in planned if p.purpose != "HCCL host port"]
-    hccl = [p.port for p in planned if p.purpose == "HCCL host port"]
+def _move(port: Listener) -> str:
+    if port.purpose == HCCL_PURPOSE:
+        return (
+            "set env HCCL_IF_BASE_PORT to a free range of 16 ports (--set env.HCCL_IF_BASE_PORT=…)"
+        )
+    return f"--set {port.setting}=<port>"
+
+
+def _port_list(planned: list[Listener]) -> str:
+    singles = [f"{p.port} {p.purpose}" for p in planned if p.purpose != HCCL_PURPOSE]
+    hccl = [p.port for p in planned if p.purpose == HCCL_PURPOSE]
     if hccl:
         singles.append(f"{min(hccl)}-{max(hccl)} HCCL")
     return ", ".join(singles)

@@ -2,7 +2,8 @@
 
 The flags are read by toolkit's own static extractor (`toolkit.preflight.engine_options`,
 pure `ast`, no torch), run *on the host* against its installed package: its two modules
-are sent on stdin with a small driver, so nothing is installed there and the whole source
+are sent on stdin with a small driver (`extractor_program`; the executor's
+`check_remote.extract_remote` sends it), so nothing is installed there and the whole source
 tree never crosses the network. The extractor needs Python >= 3.10, which sglang itself
 requires. Results are cached locally by engine, version and the sha256 of sglang's
 `server_args.py` (from the probe), so a cluster of identical hosts pays for one
@@ -23,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import ToolkitError
-from toolkit.executor.check_plan import engine_args_start
-from toolkit.executor.check_remote import program_command
 from toolkit.plan import Plan
 from toolkit.preflight import _pysource, engine_options
+from toolkit.preflight.check_plan import engine_args_start
 from toolkit.preflight.flags import (
     EngineArgument,
     EngineOptions,
@@ -133,21 +133,6 @@ def store(key: str | None, options: EngineOptions) -> None:
         tmp.replace(path)
     except OSError:
         pass  # a cache that cannot be written only costs time
-
-
-def extract_remote(session: Any, python: str, engine: str, source: str) -> EngineOptions | str:
-    """Run the extractor on the host; the options, or why they could not be read."""
-    command = program_command(python, engine, source)
-    rc, out, err = session.run(command, stdin=extractor_program())
-    lines = [line for line in out.splitlines() if line.strip()]
-    try:
-        data = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        tail = " / ".join(err.strip().splitlines()[-2:]) or f"exit status {rc}"
-        return f"the flag extractor failed on the host ({python}): {tail}"
-    if "error" in data:
-        return f"cannot read {engine}'s flags from {source}: {data['error']}"
-    return options_from_json(data["options"])
 
 
 def local_options(engine: str) -> EngineOptions:

@@ -11,8 +11,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from toolkit.executor.check_plan import version_key
 from toolkit.plan import Plan
+from toolkit.preflight.check_plan import version_key
 
 Status = Literal["ok", "failed", "skipped"]
 # Table columns, in order, with what each verifies.

@@ -223,7 +223,7 @@ def main(argv):
         stop(argv[1], float(argv[2]))
     else:
         sys.stderr.write(
-            "usage: host_helper.py facts SPEC | corpus DEST N WORDS SEED | stop PIDFILE GRACE\n"
+            "usage: bench_helper.py facts SPEC | corpus DEST N WORDS SEED | stop PIDFILE GRACE\n"
         )
         return 2
     return 0

@@ -11,17 +11,16 @@ from dataclasses import dataclass, field
 from statistics import median_low
 from typing import Any
 
-from toolkit.executor import check_rules as rules
-from toolkit.executor.check_facts import CHECKS, Finding, HostFacts, majority
-from toolkit.executor.check_plan import (
+from toolkit.plan import HostWork, Plan
+from toolkit.preflight import check_rules as rules
+from toolkit.preflight.check_facts import CHECKS, Finding, HostFacts, majority
+from toolkit.preflight.check_plan import (
     Route,
     engine_args_start,
     node_model_path,
     routes,
     short_bytes,
 )
-from toolkit.executor.cluster import HostWork
-from toolkit.plan import Plan
 from toolkit.preflight.flags import EngineOptions, check_argv, load_renames
 
 MAX_SKEW_S = 1.0

@@ -1,7 +1,8 @@
 """What `toolkit check` must verify, derived from the Plan alone (pure: no SSH, no I/O).
 
-The ports each host must find free, the TCP paths that must open between hosts before
-launch, the cards a node needs, and the facts to ask each host's probe for.
+The TCP paths that must open between hosts before launch, the cards a node needs, and
+the facts to ask each host's probe for. The ports each host must find free are the plan's
+own (`Plan.listeners`), the list `up` and `down` use too.
 
 Worked example, a3-1p1d-64k on prefill p1 p2 and decode d1 d2, router on p1:
 
@@ -21,26 +22,14 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from toolkit import ports
-from toolkit.plan import NodePlan, Plan
+from toolkit.plan import NodePlan, Plan, mf_store
 from toolkit.planner import ENGINES
 
-WILDCARD = "0.0.0.0"
 # Flags that size a node's share of the ranks (abbreviations included: `--tp` is common).
 _TP = ("--tp-size", "--tensor-parallel-size", "--tp", "-tp")
 _PP = ("--pp-size", "--pipeline-parallel-size", "--pp", "-pp")
 _DP = ("--dp-size", "--data-parallel-size", "--dp", "-dp")
 _DP_ATTENTION = ("--enable-dp-attention", "--attn-dp-size")
-
-
-@dataclass(frozen=True)
-class PlannedPort:
-    """A port one host must have free before launch, with what to change if it is not."""
-
-    port: int
-    bind: str
-    purpose: str
-    fix: str
 
 
 @dataclass(frozen=True)
@@ -104,71 +93,6 @@ def cards_per_node(plan: Plan, node: NodePlan) -> int:
     if plan.engine == "vllm" or not any(t.partition("=")[0] in _DP_ATTENTION for t in argv):
         world *= dp
     return max(1, math.ceil(world / node.nnodes))
-
-
-def _role_fix(node: NodePlan, key: str) -> str:
-    return f"--set roles.{node.role}.{key}=<port>"
-
-
-def planned_ports(plan: Plan, host: str) -> list[PlannedPort]:
-    """Every port something of this plan binds on `host`."""
-    found: list[PlannedPort] = []
-    nodes = plan.nodes_on(host)
-    for node in nodes:
-        for purpose, port in node.listen.items():
-            # torch's TCPStore (the dist-init rendezvous) binds every interface.
-            bind = WILDCARD if purpose == "dist_init" else node.bind
-            key = {"http": "port", "bootstrap": "bootstrap_port"}.get(purpose, f"{purpose}_port")
-            label = purpose.replace("_", "-")
-            found.append(PlannedPort(port, bind, f"{node.name} {label}", _role_fix(node, key)))
-    router = plan.router
-    if router is not None and router.host == host:
-        for purpose, port in router.listen.items():
-            bind = (router.bind or WILDCARD) if purpose == "http" else WILDCARD
-            key = "port" if purpose == "http" else f"{purpose}_port"
-            found.append(PlannedPort(port, bind, f"router {purpose}", f"--set router.{key}=<port>"))
-    store = mf_store(plan)
-    if store is not None and store[0] == host:
-        fix = "--set mf_store_port=<port>"
-        found.append(PlannedPort(store[2], WILDCARD, "MemFabric store", fix))
-    if nodes and plan.platform == "ascend":
-        found += _hccl_ports(nodes[0])
-    return found
-
-
-def _hccl_ports(node: NodePlan) -> list[PlannedPort]:
-    """HCCL's host-NIC ports: 16 from HCCL_IF_BASE_PORT (60000), or the explicit range."""
-    fix = "set env HCCL_IF_BASE_PORT to a free range of 16 ports (--set env.HCCL_IF_BASE_PORT=…)"
-    spec = node.env.get("HCCL_HOST_SOCKET_PORT_RANGE", "")
-    numbers: list[int] = []
-    if spec and spec.strip() != "auto":
-        for part in spec.split(","):
-            low, _, high = part.strip().partition("-")
-            if low.isdigit() and (high or low).isdigit():
-                numbers += range(int(low), int(high or low) + 1)
-    elif not spec:
-        base = node.env.get("HCCL_IF_BASE_PORT", "")
-        start = int(base) if base.isdigit() else ports.HCCL_BASE
-        numbers = list(range(start, start + ports.HCCL_COUNT))
-    return [PlannedPort(p, WILDCARD, "HCCL host port", fix) for p in numbers]
-
-
-def mf_store(plan: Plan) -> tuple[str, str, int] | None:
-    """(host, address, port) of the MemFabric config store, from ASCEND_MF_STORE_URL."""
-    url = next(
-        (n.env["ASCEND_MF_STORE_URL"] for n in plan.nodes if n.env.get("ASCEND_MF_STORE_URL")), None
-    )
-    if not url:
-        return None
-    try:
-        parts = urlsplit(url)
-        address, port = parts.hostname, parts.port
-    except ValueError:
-        return None
-    holder = next((n for n in plan.nodes if n.address == address and n.is_leader), None)
-    if holder is None or port is None:
-        return None
-    return holder.host, address, port
 
 
 def _router_bootstrap_hosts(plan: Plan) -> dict[int, str]:

@@ -1,14 +1,17 @@
-"""Gather a host's preflight facts in one remote command, as JSON.
+"""`host_facts`: every preflight fact of a host in one agent task, for `toolkit check`.
 
-This file is both a toolkit module and the script it ships: `probe_script()` returns its
-own source, and the executor runs `python3 - '<params json>'` on each host with that source
-on stdin, one command per host. So it imports only the standard library and must run on
-Python >= 3.8 (whatever python3 the host OS has); `from __future__ import annotations`
-keeps the type hints legal there. It never imports sglang, vLLM or torch: versions come
-from `importlib.metadata`, locations from `importlib.util.find_spec`.
+Runs inside the agent (so on the host's own Python >= 3.8, standard library only, shipped
+in the bundle) over the agent's channel: one request per host instead of one SSH command.
+It never imports sglang, vLLM or torch: versions come from `importlib.metadata`, locations
+from `importlib.util.find_spec`. Sockets and interfaces are read by `facts.py`, as the
+agent's other modules read them.
 
-Output is one JSON object. A section that fails holds `{"error": "..."}` instead of
-aborting the others, so one unreadable /proc file never hides the rest of the host.
+The result's `data` holds `facts` (one object keyed by section; a section that fails holds
+`{"error": "..."}` instead of aborting the others, so one unreadable /proc file never hides
+the rest of the host), the login user's `uid`, what `sudo -n true` said when asked, and
+whether the planned interpreter was missing (the check's agent then runs on python3). The
+host's clock goes out first, as a progress event, so the control side can bound the skew
+by the time it took to arrive.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import datetime
 import glob
 import hashlib
 import importlib.util
-import json
 import os
 import platform
 import re
@@ -29,8 +31,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
+
+from toolkit.host import facts as host
+from toolkit.host.module import Decision, Emit, Module, register
+from toolkit.host.protocol import Result
 
 PROBE_VERSION = 1
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -74,32 +79,9 @@ GPU_APPS_ARGS = [
 ]
 # npu-smi lives in /usr/local/sbin, which a non-login SSH shell often lacks in PATH.
 _EXTRA_BIN_DIRS = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin"]
-_TCP_LISTEN = "0A"
-
-
-# ------------------------------------------------------------------ toolkit side
-
-
-def probe_script() -> str:
-    """The script to send on stdin: this file's source."""
-    return Path(__file__).read_text(encoding="utf-8")
-
-
-def probe_argv(params: dict[str, Any] | None = None, python: str = "python3") -> list[str]:
-    """The remote command, as an argv to quote: `python3 - '<params json>'`."""
-    return [python, "-", json.dumps(params or {}, sort_keys=True)]
-
-
-def parse_probe_output(stdout: str) -> dict[str, Any]:
-    """The probe's JSON object (its last non-empty stdout line)."""
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    try:
-        result = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        raise ValueError(f"remote probe printed no JSON; output ends: {stdout[-300:]!r}") from None
-    if not isinstance(result, dict) or "probe_version" not in result:
-        raise ValueError("remote probe output is not a probe result")
-    return result
+# Set by the check agent's start command when the planned interpreter was not found and
+# python3 runs instead (executor/session.py).
+PYTHON_MISSING_ENV = "TOOLKIT_PYTHON_MISSING"
 
 
 # ------------------------------------------------------------------ sections
@@ -159,44 +141,21 @@ def _sglang_source(path: str | None) -> dict[str, Any] | None:
 
 
 def _listening() -> list[dict[str, Any]]:
-    """TCP sockets in LISTEN state, from /proc/net/tcp and tcp6."""
-    found = []
-    for family, path in ((4, "/proc/net/tcp"), (6, "/proc/net/tcp6")):
-        for line in (_read(path) or "").splitlines()[1:]:
-            fields = line.split()
-            if len(fields) < 10 or fields[3] != _TCP_LISTEN:
-                continue
-            address, port = fields[1].split(":")
-            found.append(
-                {
-                    "family": family,
-                    "address": _proc_address(address),
-                    "port": int(port, 16),
-                    "inode": int(fields[9]),
-                }
-            )
+    """TCP sockets in LISTEN state (`facts.tcp_sockets`: /proc/net/tcp and tcp6)."""
+    found = [
+        {"family": 6 if v6 else 4, "address": address, "port": port}
+        for v6, address, port, state in host.tcp_sockets()
+        if state == host.TCP_LISTEN
+    ]
     return sorted(found, key=lambda s: (s["port"], s["family"], s["address"]))
-
-
-def _proc_address(hex_address: str) -> str:
-    """/proc/net/tcp prints each 32-bit word of the address in host byte order."""
-    words = [int(hex_address[i : i + 8], 16) for i in range(0, len(hex_address), 8)]
-    packed = struct.pack(f"={len(words)}I", *words)
-    family = socket.AF_INET if len(words) == 1 else socket.AF_INET6
-    return socket.inet_ntop(family, packed)
 
 
 def _interfaces() -> dict[str, Any]:
     """Interfaces and addresses: `ip -j addr` when it works, else /proc, /sys and ioctl."""
-    ip = shutil.which("ip")
-    if ip:
-        try:
-            done = subprocess.run([ip, "-j", "addr"], capture_output=True, timeout=10)
-            if done.returncode == 0:
-                return {"source": "ip", "interfaces": _from_ip_json(json.loads(done.stdout))}
-        except (OSError, ValueError, subprocess.TimeoutExpired):
-            pass  # old iproute2 without -j: fall through
-    return {"source": "proc", "interfaces": _from_proc()}
+    data = host.ip_addr()
+    if data is not None:
+        return {"source": "ip", "interfaces": _from_ip_json(data)}
+    return {"source": "proc", "interfaces": _from_proc()}  # no iproute2, or one without -j
 
 
 def _from_ip_json(data: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -347,7 +306,10 @@ def _smi(name: str, args: list[str], run: bool, timeout: float) -> dict[str, Any
     if path is None or not run:
         return {"found": path is not None, "path": path}
     try:
-        done = subprocess.run([path, *args], capture_output=True, timeout=timeout)
+        # stdin closed: the agent's stdin carries its requests.
+        done = subprocess.run(
+            [path, *args], stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         return {"found": True, "path": path, "timed_out": True, "timeout": timeout}
     return {
@@ -438,10 +400,48 @@ def probe(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str]) -> None:
-    params = json.loads(argv[0]) if argv else {}
-    sys.stdout.write(json.dumps(probe(params), sort_keys=True) + "\n")
+def sudo_works() -> str:
+    """ "ok", or the first line of what `sudo -n true` said (a password is needed, ...)."""
+    try:
+        done = subprocess.run(
+            ["sudo", "-n", "true"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=20,
+        )
+    except FileNotFoundError:
+        return "sudo is not installed"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return "sudo -n true failed: %s" % exc
+    if done.returncode == 0:
+        return "ok"
+    said = done.stdout.decode("utf-8", "replace").strip().splitlines()
+    return said[0] if said else "sudo -n true failed"
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:])
+@register
+class HostFacts(Module):
+    """Read-only: gathers the facts and reports ok with them in `data`."""
+
+    name = "host_facts"
+
+    def run(self, args: dict, check: bool, emit: Emit, label: str = "") -> list[Result]:
+        emit({"clock": time.time()})  # first, so it arrives while the probe still runs
+        return super().run(args, check, emit, label)
+
+    def facts(self, args: dict) -> dict:
+        params = {k: v for k, v in args.items() if k in DEFAULT_PARAMS}
+        return {
+            "facts": probe(params),
+            "uid": os.getuid(),
+            "sudo": sudo_works() if args.get("sudo") else None,
+            "python_missing": os.environ.get(PYTHON_MISSING_ENV) == "1",
+        }
+
+    def decide(self, args: dict, facts: dict) -> Decision:
+        broken = sorted(
+            k for k, v in facts["facts"].items() if isinstance(v, dict) and "error" in v
+        )
+        why = " (unreadable: %s)" % ", ".join(broken) if broken else ""
+        return Decision.ok("%d sections%s" % (len(facts["facts"]), why), data=facts)
