@@ -10,9 +10,11 @@ launch or never waited for at `down`. Plans come from shipped profiles on a plai
 from __future__ import annotations
 
 from tests.unit.test_planner import plan_for
-from toolkit.executor.down import _stop_ops
-from toolkit.executor.up import _listeners
+from tests.unit.test_playbooks import _host, _run
+from toolkit.executor.up import UpOptions, load_up_plays
 from toolkit.plan import HCCL_PURPOSE, host_work
+from toolkit.playbook.engine import compile_host, play_roles
+from toolkit.playbook.load import RoleSearch, load_playbook, playbook_path
 from toolkit.preflight.check_facts import HostFacts
 from toolkit.preflight.check_rules import ports_free
 
@@ -72,9 +74,14 @@ def test_check_up_and_down_use_the_same_list() -> None:
     plan = plan_for("a3-1p1d-64k")
     work = host_work(plan)[P1]
     want = [{"port": p.port, "bind": p.bind, "purpose": p.purpose} for p in plan.listeners(P1)]
-    assert _listeners(work, plan) == want
-    stop = next(op for op in _stop_ops(work, "r1", plan, None) if op.module == "stop")
-    assert stop.args["ports"] == want
+    run = _run(plan)
+    preflight = dict((p.id, r) for p, r in load_up_plays(plan, UpOptions()))["preflight"]
+    ops = [op for step in compile_host(preflight, _host(run, P1), run)[0] for op in step.ops]
+    assert next(op for op in ops if op.module == "ports_free").args["ports"] == want
+    down = load_playbook(playbook_path("down"), {"engine": plan.engine, "platform": plan.platform})
+    stop = next(p for p in down if p.id == "stop")
+    steps, _ = compile_host(play_roles(stop, RoleSearch()), _host(run, P1), run)
+    assert next(op for s in steps for op in s.ops if op.module == "stop").args["ports"] == want
     # check: a holder on another address of the store port still fails (wildcard bind).
     facts = HostFacts(P1, probe={"listening": [{"address": "10.9.9.9", "port": 24670}]})
     finding = ports_free(plan, work, facts)

@@ -426,9 +426,12 @@ class HostFacts(Module):
 
     name = "host_facts"
 
-    def run(self, args: dict, check: bool, emit: Emit, label: str = "") -> list[Result]:
-        emit({"clock": time.time()})  # first, so it arrives while the probe still runs
-        return super().run(args, check, emit, label)
+    def run(
+        self, args: dict, check: bool, emit: Emit, label: str = "", facts: dict | None = None
+    ) -> list[Result]:
+        if facts is None:  # on a host: the clock first, so it arrives while the probe runs
+            emit({"clock": time.time()})
+        return super().run(args, check, emit, label, facts=facts)
 
     def facts(self, args: dict) -> dict:
         params = {k: v for k, v in args.items() if k in DEFAULT_PARAMS}

@@ -80,7 +80,7 @@ class Nic(Module):
             return Decision.fail(
                 "no interface holds %s; set `nic` for this host in the inventory" % args["address"]
             )
-        return Decision.ok("detected %s (%s)" % found, data={"nic": found[0]})
+        return Decision.ok("detected %s: %s" % found, data={"nic": found[0]})
 
 
 @register
