@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_planner import plan_for
+from toolkit import rehearsal
 from toolkit.errors import PlanError
 from toolkit.executor.containers import script_options
 from toolkit.executor.state import RunRecord
-from toolkit.executor.up import ENGINE_FILE, _script_options, rehearsal_argv
+from toolkit.executor.up import _script_options, rehearsal_argv
 from toolkit.inventory import parse_inventory
 from toolkit.plan import plan_from_dict
 from toolkit.planner import build_plan
@@ -82,7 +83,7 @@ def test_seed_002_rehearsal_keeps_the_image_and_wiring_and_runs_the_engine_insid
     plan = _plan("b200-glm5-fp8-vllm")
     node = plan.nodes[0]
     record = RunRecord(run_id=RUN, plan={}, rehearse=True, started=0.0)
-    engine = f"/var/tmp/toolkit/runs/{RUN}/engine.py"
+    engine = f"/var/tmp/toolkit/runs/{RUN}/rehearsal/{rehearsal.ENGINE_ENTRY}"
     argv = rehearsal_argv(plan, node, engine, plan.rehearsal)
     options = _script_options(record, "b200@10.0.0.1", node.name, argv)
     options = script_options(options, node, argv, f"/var/tmp/toolkit/runs/{RUN}/m.env")
@@ -101,7 +102,6 @@ def test_seed_002_rehearsal_keeps_the_image_and_wiring_and_runs_the_engine_insid
         "zai-org/GLM-5-FP8", "--max-model-len", "32768", "--gpu-memory-utilization", "0.90",
         "--trust-remote-code", "--tensor-parallel-size", "8",
     ]  # fmt: skip
-    assert ENGINE_FILE.name == "engine.py"
     # Mounts that exist on the host are added by the script (the workdir holds the engine),
     # the recipe's volumes too.
     assert "if [ -e /var/tmp/toolkit ]; then mounts+=(-v /var/tmp/toolkit:/var/tmp/toolkit)" in (

@@ -18,13 +18,12 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
-from toolkit import shell
+from toolkit import rehearsal, shell
 from toolkit.executor import containers, state
 from toolkit.executor.cancel import Abandoned, Guard, Interrupted, signals
 from toolkit.executor.check import CheckOptions, preflight
@@ -38,7 +37,6 @@ from toolkit.roles import load_role, role_defaults
 from toolkit.secrets import mask_argv, mask_env, mask_text
 
 GOVERNOR_GLOB = "/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor"
-ENGINE_FILE = Path(__file__).resolve().parent.parent / "rehearsal" / "engine.py"
 POLL_S = 1.0
 ROUTER_READY_TIMEOUT_S = 180.0
 SMOKE_PROMPT = "Say READY."
@@ -336,9 +334,10 @@ def _launch_ops(
     run_dir = state.run_dir(work.workdir, record.run_id)
     files: list[tuple[str, str, str]] = []
     starts = []
-    engine = f"{run_dir}/engine.py"
+    engine = f"{run_dir}/rehearsal/{rehearsal.ENGINE_ENTRY}"
     if rehearse and work.nodes:
-        files.append((engine, ENGINE_FILE.read_text(), "644"))
+        sources = rehearsal.engine_files().items()
+        files += [(f"{run_dir}/rehearsal/{name}", text, "644") for name, text in sources]
     for node in (n for n in nodes if n.host == work.name):
         paths = state.node_files(work.workdir, record.run_id, node)
         argv = rehearsal_argv(plan, node, engine, plan.rehearsal) if rehearse else None
