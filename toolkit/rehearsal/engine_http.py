@@ -5,6 +5,11 @@ server-sent events in chunks (close-delimited for an HTTP/1.0 client), errors as
 the prefill leader's KV bootstrap port, which decode engines ask when a room is done.
 
 Part of the rehearsal engine (`engine.py` is the entry point); standard library only.
+
+`http.server` costs an engine start about 25 ms more CPU than the hand-written server it
+replaced (mostly http.client's ssl and email imports; 81 -> 104 ms for `engine.py --help`,
+median of 20, 2 cores). For 16 engines on 2 cores that is ~0.4 CPU-s, which the orchestration
+benchmark at 16 hosts did not show consistently (issue 10's closing numbers).
 """
 
 from __future__ import annotations
