@@ -35,6 +35,7 @@ from tests.support.rehearsal import (
     wait_status,
 )
 from toolkit.rehearsal import engine as engine_module
+from toolkit.rehearsal import engine_settings
 from toolkit.rehearsal.dataset import write_sharegpt
 from toolkit.rehearsal.tokenizer import build_tiny_tokenizer
 
@@ -63,7 +64,7 @@ def start_ready(procs: Processes, name: str, args: list[str], timing=FAST) -> st
 
 
 def test_parse_flags_tolerates_unknown_multi_value_and_equals_flags() -> None:
-    flags, positionals = engine_module.parse_flags(
+    flags, positionals = engine_settings.parse_flags(
         ["serve", "m", "--cuda-graph-bs", "1", "2", "3", "--port=31000", "--trust-remote-code"]
     )
     assert positionals == ["serve", "m"]
@@ -75,7 +76,7 @@ def test_command_line_reads_sglang_flags_env_defaults_and_option_override(monkey
     monkeypatch.setenv("TOOLKIT_REHEARSAL_LOAD_SECONDS", "9")
     argv = "--load-seconds 1 -- --model /m --tp 8 --nnodes 2 --node-rank 1"
     argv += " --dist-init-addr 10.0.0.1:5000 --enable-dp-attention"
-    timing, settings = engine_module.parse_command_line(argv.split())
+    timing, settings = engine_settings.parse_command_line(argv.split())
     assert (timing.tpot_ms, timing.load_seconds) == (33.0, 1.0)
     assert (settings.model_path, settings.tp_size, settings.nnodes) == ("/m", 8, 2)
     assert (settings.node_rank, settings.dist_init_addr) == (1, "10.0.0.1:5000")
@@ -83,7 +84,7 @@ def test_command_line_reads_sglang_flags_env_defaults_and_option_override(monkey
 
 
 def test_vllm_command_line_takes_model_positional_and_defaults() -> None:
-    _, settings = engine_module.parse_command_line(
+    _, settings = engine_settings.parse_command_line(
         ["--engine", "vllm", "--", "serve", "/models/q", "-tp", "4", "--served-model-name", "q"]
     )
     assert (settings.engine, settings.model_path, settings.model_id) == ("vllm", "/models/q", "q")
@@ -101,9 +102,9 @@ def test_tiny_tokenizer_is_idempotent_and_has_one_token_per_engine_word(tmp_path
     assert json.loads((directory / "config.json").read_text())["model_type"] == "llama"
     tokenizer = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
     assert tokenizer.get_vocab_size() == 512
-    text = "".join(" " + word for word in engine_module.WORDS)
+    text = "".join(" " + word for word in engine_settings.WORDS)
     ids = tokenizer.encode(text).ids
-    assert len(ids) == len(engine_module.WORDS) and tokenizer.decode(ids) == text
+    assert len(ids) == len(engine_settings.WORDS) and tokenizer.decode(ids) == text
 
 
 def test_sharegpt_file_is_deterministic_two_turn_conversations(tmp_path: Path) -> None:
@@ -329,6 +330,43 @@ def test_http2_preface_probe_is_refused_and_server_keeps_serving(procs: Processe
         sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         assert sock.recv(100).startswith(b"HTTP/1.")
     assert request("GET", url + "/health")[0] == 200
+
+
+def test_keep_alive_http10_close_delimited_stream_and_head(procs: Processes) -> None:
+    """What clients of the real server rely on: one HTTP/1.1 connection serves request after
+    request, a streamed one included (chunked); an HTTP/1.0 client gets the stream as a
+    close-delimited body; HEAD on a GET route is 405 without a body, as FastAPI answers."""
+    url = start_ready(procs, "e", [])
+    port = int(url.rsplit(":", 1)[1])
+    stream = {"text": "x", "stream": True, "sampling_params": {"max_new_tokens": 2}}
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
+    try:
+        conn.request("GET", "/health")
+        assert conn.getresponse().read() == b"" and conn.sock is not None
+        sock = conn.sock
+        conn.request("POST", "/generate", body=json.dumps(stream))
+        response = conn.getresponse()
+        assert response.getheader("Transfer-Encoding") == "chunked"
+        assert response.read().endswith(b"data: [DONE]\n\n")
+        conn.request("GET", "/get_load")
+        assert json.loads(conn.getresponse().read())[0]["num_reqs"] == 0
+        assert conn.sock is sock  # the same connection throughout
+        conn.request("HEAD", "/health")
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (405, b"")
+    finally:
+        conn.close()
+    body = json.dumps(stream).encode()
+    with socket.create_connection((LOOPBACK, port), timeout=10) as raw:
+        raw.sendall(b"POST /generate HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        received = b"".join(iter(lambda: raw.recv(65536), b""))  # until the server closes
+    head, _, payload = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"Transfer-Encoding" not in head
+    assert payload.startswith(b"data: {") and payload.endswith(b"data: [DONE]\n\n")
+    assert (
+        json.loads(payload.split(b"\n\n")[-3][len(b"data: ") :])["meta_info"]["completion_tokens"]
+        == 2
+    )
 
 
 # ---------------------------------------------------------------------------- PD

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.rehearsal import LOOPBACK, Processes, free_port, sse_events, wait_status
 from toolkit import rehearsal
 from toolkit.render.scripts import rehearsal_prepare_script
 
@@ -43,8 +44,8 @@ def _upload(tmp_path: Path) -> Path:
 
 
 def test_helpers_import_nothing_from_toolkit_at_module_level() -> None:
-    assert rehearsal.BENCH_HELPERS
-    for name in rehearsal.BENCH_HELPERS:
+    assert rehearsal.BENCH_HELPERS and rehearsal.ENGINE_MODULES
+    for name in {*rehearsal.BENCH_HELPERS, *rehearsal.ENGINE_MODULES}:
         tree = ast.parse((rehearsal.DIRECTORY / name).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level == 0:
@@ -92,3 +93,26 @@ def test_the_import_hook_really_refuses_toolkit(tmp_path: Path) -> None:
         [sys.executable, "-c", BARE, str(probe)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode != 0 and "toolkit is not installed" in result.stderr
+
+
+def test_uploaded_engine_files_serve_without_toolkit_or_site_packages(tmp_path: Path) -> None:
+    """`up --rehearse` writes `engine_files()` into one directory of a host and runs the entry
+    file there: every sibling it imports must be among them, and nothing outside the stdlib."""
+    files = rehearsal.engine_files()
+    assert sorted(files) == sorted(p.name for p in rehearsal.DIRECTORY.glob("engine*.py"))
+    base = tmp_path / "run dir" / "rehearsal"
+    base.mkdir(parents=True)
+    for name, text in files.items():
+        (base / name).write_text(text)
+    procs = Processes(tmp_path)
+    try:
+        port = free_port()
+        argv = [sys.executable, "-S", "-E", "-s", "-c", BARE, str(base / rehearsal.ENGINE_ENTRY)]
+        procs.start("bare", [*argv, "--load-seconds", "0.1", "--", "--port", str(port)])
+        url = f"http://{LOOPBACK}:{port}"
+        wait_status(url + "/health")
+        body = {"text": "x", "stream": True, "sampling_params": {"max_new_tokens": 3}}
+        events = sse_events(url + "/generate", body)
+        assert json.loads(events[-2])["meta_info"]["completion_tokens"] == 3
+    finally:
+        procs.stop_all()

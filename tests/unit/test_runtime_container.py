@@ -84,7 +84,7 @@ def test_seed_002_rehearsal_keeps_the_image_and_wiring_and_runs_the_engine_insid
     plan = _plan("b200-glm5-fp8-vllm")
     node = plan.nodes[0]
     record = RunRecord(run_id=RUN, plan={}, rehearse=True, started=0.0)
-    engine = f"/var/tmp/toolkit/runs/{RUN}/engine.py"
+    engine = f"/var/tmp/toolkit/runs/{RUN}/rehearsal/{rehearsal.ENGINE_ENTRY}"
     argv = rehearsal_argv(plan, node, engine, plan.rehearsal)
     options = node_options(record, "b200@10.0.0.1", node.name, argv)
     options = script_options(options, node, argv, f"/var/tmp/toolkit/runs/{RUN}/m.env")

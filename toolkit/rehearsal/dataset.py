@@ -6,7 +6,7 @@ the network, so this writes a small file of synthetic conversations in the same 
 the rehearsal engine's words (so the tiny tokenizer encodes them at about one token per word).
 
     python -m toolkit.rehearsal.dataset DEST     (control machine)
-    python3 dataset.py DEST                      (a host, next to an uploaded engine.py)
+    python3 dataset.py DEST                      (a host, next to engine_settings.py)
 
 Standard library only, and nothing from toolkit: `toolkit bench` uploads it with its siblings
 (`BENCH_HELPERS`) to a bench host that has no toolkit installed.
@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 
 if __package__:  # imported as toolkit.rehearsal.dataset
-    from .engine import WORDS
-else:  # run as a script on a host: engine.py was uploaded into this directory
-    from engine import WORDS  # type: ignore[import-not-found, no-redef]
+    from .engine_settings import WORDS
+else:  # run as a script on a host: engine_settings.py was uploaded into this directory
+    from engine_settings import WORDS  # type: ignore[import-not-found, no-redef]
 
 DEFAULT_FILENAME = "rehearsal_sharegpt.json"
 

@@ -12,7 +12,7 @@ prompts and generated text round-trip at about one token per word, and writes wh
     config.json              model_type llama
 
     python -m toolkit.rehearsal.tokenizer DEST   (control machine)
-    python3 tokenizer.py DEST                    (a host, next to dataset.py and engine.py)
+    python3 tokenizer.py DEST                    (a host, next to dataset.py and engine_settings.py)
 
 It needs `tokenizers` and nothing from toolkit: `toolkit bench` uploads it with its siblings
 (`BENCH_HELPERS`) to a bench host that has no toolkit installed.
