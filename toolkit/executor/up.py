@@ -230,7 +230,7 @@ class _Run:
             _fail(self.console, self.recap, f"check mode: {where} would fail; nothing was changed")
         if self.launched:
             self.failed()
-        _fail(self.console, self.recap, f"{where} failed: nothing was changed, nothing was started")
+        _fail(self.console, self.recap, f"{where} failed: nothing was started, nothing was changed")
 
 
 def _fail(console: Console, recap: Recap, message: str) -> None:
