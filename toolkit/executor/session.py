@@ -22,23 +22,28 @@ connection the kernel cannot watch) is given up on too. Both surface as `Connect
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import paramiko
 from fabric import Connection as FabricConnection
 
 from toolkit import shell
+from toolkit.executor.agent_process import (
+    CHANNEL_OPEN_S,
+    SILENCE_S,
+    AgentFailed,
+    AgentProcess,
+    RequestInterrupted,
+    settled,
+)
 from toolkit.host import bundle, protocol
 from toolkit.host.probe import PYTHON_MISSING_ENV
 from toolkit.host.protocol import Op, Result
@@ -46,14 +51,11 @@ from toolkit.plan import Connection
 
 AGENT_PAYLOAD = bundle.payload()
 CHECK_PAYLOAD = bundle.payload(check=True)  # with the check's modules (probe, reach)
-AGENT_CLOSE_TIMEOUT_S = 5.0
-STDERR_KEEP_BYTES = 64 * 1024
 KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
 CONNECT_TIMEOUT_S = 10
-CHANNEL_OPEN_S = 10
 KEEPALIVE_S = 3
 TCP_USER_TIMEOUT_MS = 12_000
-SILENCE_S = 20.0
+__all__ = ["AgentFailed", "ConnectionLost", "RequestInterrupted", "Session", "Unreachable"]
 T = TypeVar("T")
 Progress = Callable[[dict[str, Any]], None]
 
@@ -72,14 +74,6 @@ class ConnectionLost(Unreachable):
 
     def during(self, phase: str) -> ConnectionLost:
         return self if self.phase else ConnectionLost(self.host, self.detail, phase)
-
-
-class RequestInterrupted(Exception):
-    """The request was ended on purpose (`Session.interrupt`, for Ctrl-C)."""
-
-
-class AgentFailed(Exception):
-    """The agent ran but produced no result (interpreter missing, sudo refused, ...)."""
 
 
 class _AcceptNew(paramiko.MissingHostKeyPolicy):
@@ -105,12 +99,12 @@ class Session:
     fabric: FabricConnection | None = None
     # Why the connection was given up on; later requests fail at once instead of waiting.
     lost: ConnectionLost | None = None
-    _agent: _AgentProcess | None = field(default=None, repr=False)
+    _agent: AgentProcess | None = field(default=None, repr=False)
     _agent_busy: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # `toolkit check`'s agent (see `agent(login=True)`).
-    _login_agent: _AgentProcess | None = field(default=None, repr=False)
+    _login_agent: AgentProcess | None = field(default=None, repr=False)
     _login_busy: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _running: set[_AgentProcess] = field(default_factory=set, repr=False)
+    _running: set[AgentProcess] = field(default_factory=set, repr=False)
 
     @property
     def sudo(self) -> bool:
@@ -203,7 +197,7 @@ class Session:
             raise self._lose(str(exc) or type(exc).__name__) from exc
 
     def _request(
-        self, process: _AgentProcess, request: str, on_progress: Progress | None
+        self, process: AgentProcess, request: str, on_progress: Progress | None
     ) -> list[Result]:
         self._running.add(process)
         try:
@@ -211,7 +205,7 @@ class Session:
         finally:
             self._running.discard(process)
 
-    def _start_agent(self, login: bool = False) -> _AgentProcess:
+    def _start_agent(self, login: bool = False) -> AgentProcess:
         boot = shell.quote(bundle.BOOTSTRAP)
         if login:
             # As the probe ran before the agent carried it: no sudo, python3 as a fallback.
@@ -223,9 +217,9 @@ class Session:
         else:
             command = f"{self._prefix()}{shell.quote(self.python)} -u -c {boot}"
         if self.fabric is None:
-            process = _AgentProcess.local(command)
+            process = AgentProcess.local(command)
         else:
-            process = _AgentProcess.remote(_transport(self.fabric), command)
+            process = AgentProcess.remote(_transport(self.fabric), command)
         process.unsent = CHECK_PAYLOAD if login else AGENT_PAYLOAD  # with the first request
         return process
 
@@ -238,150 +232,9 @@ class Session:
             self.fabric.close()
 
 
-class _AgentProcess:
-    """A running agent (`serve`): requests in on stdin, lines out on stdout."""
-
-    def __init__(
-        self,
-        command: str,
-        send: Callable[[bytes], None],
-        stdout: IO[bytes],
-        read_errors: Callable[[], bytes],
-        finish: Callable[[bool], int | None],
-        connected: Callable[[], bool] = lambda: True,
-    ) -> None:
-        self.command = command
-        self.send = send
-        self.stdout = stdout
-        self.finish = finish
-        self.connected = connected
-        self.unsent = b""
-        self.alive = True
-        self.why_closed: Callable[[], str] = lambda: "connection dropped"
-        self.errors = bytearray()
-        self.error_reader = threading.Thread(
-            target=self._keep_errors, args=(read_errors,), daemon=True
-        )
-        self.error_reader.start()
-
-    @classmethod
-    def remote(cls, transport: paramiko.Transport, command: str) -> _AgentProcess:
-        channel = transport.open_session(timeout=CHANNEL_OPEN_S)
-        channel.exec_command(command)
-        # A read that waits longer raises TimeoutError: the agent's heartbeat never stops.
-        channel.settimeout(SILENCE_S)
-
-        def finish(wait: bool) -> int | None:
-            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-                channel.shutdown_write()  # EOF: the agent's serve loop ends
-            if not wait:
-                channel.close()
-                return None
-            deadline = time.monotonic() + AGENT_CLOSE_TIMEOUT_S
-            while not channel.exit_status_ready() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            rc = channel.recv_exit_status() if channel.exit_status_ready() else None
-            channel.close()
-            return rc
-
-        read_errors = lambda: channel.recv_stderr(4096)  # noqa: E731
-        stdout = channel.makefile("rb")
-        process = cls(command, channel.sendall, stdout, read_errors, finish, transport.is_active)
-        # Paramiko keeps why its connection ended (a reset, a timeout); a keepalive that could
-        # not be sent shows as a bare EOF.
-        process.why_closed = lambda: str(transport.get_exception() or "") or "connection dropped"
-        return process
-
-    @classmethod
-    def local(cls, command: str) -> _AgentProcess:
-        proc = subprocess.Popen(
-            ["bash", "-c", command],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        stdin = proc.stdin
-
-        def send(data: bytes) -> None:
-            stdin.write(data)
-            stdin.flush()
-
-        def finish(_wait: bool) -> int | None:
-            with contextlib.suppress(OSError):  # a pipe to an agent that already exited
-                stdin.close()
-            # Always reaped (it exits at once on EOF): an unwaited child stays a zombie.
-            try:
-                return proc.wait(timeout=AGENT_CLOSE_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                return proc.wait()
-
-        stderr = proc.stderr
-        return cls(command, send, proc.stdout, lambda: stderr.read1(4096), finish)
-
-    def _keep_errors(self, read_errors: Callable[[], bytes]) -> None:
-        for chunk in iter(read_errors, b""):
-            self.errors += chunk
-            del self.errors[:-STDERR_KEEP_BYTES]
-
-    def request(self, request: str, on_progress: Progress | None) -> list[Result]:
-        """Send one request; progress lines go to `on_progress`, the result is returned."""
-        try:
-            self.send(self.unsent + request.encode() + b"\n")
-            self.unsent = b""
-            for raw in iter(self.stdout.readline, b""):
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                if line.startswith(protocol.RESULT):
-                    return protocol.decode_results(line[len(protocol.RESULT) :])
-                if line.startswith(protocol.PROGRESS) and on_progress:
-                    on_progress(json.loads(line[len(protocol.PROGRESS) :]))
-        except TimeoutError:
-            self.close()
-            raise
-        except (OSError, EOFError, paramiko.SSHException):
-            if not self.connected():
-                self.close()
-                raise
-            # The connection is fine: the agent's end closed (it, its Python or sudo is gone).
-        except BaseException:
-            # Left mid-request (a failing progress callback, Ctrl-C): the rest of this answer
-            # would be read as the next one's, so never reuse it.
-            self.close()
-            raise
-        # No result: the agent (or the interpreter, or sudo) is gone, or the connection is.
-        if not self.alive:  # closed on purpose (Ctrl-C): nothing more to learn
-            raise RequestInterrupted(f"`{self.command}` was interrupted")
-        self.alive = False
-        rc = self.finish(True)
-        if rc in (None, -1) and not _settled(self.connected):
-            raise EOFError(self.why_closed())
-        self.error_reader.join(timeout=2)
-        detail = self.errors.decode("utf-8", "replace").strip().splitlines()[-3:]
-        detail = detail or [f"exit status {rc}"]
-        raise AgentFailed(f"`{self.command}` produced no result: {' / '.join(detail)}")
-
-    def close(self) -> None:
-        if self.alive:
-            self.alive = False
-            with contextlib.suppress(OSError, paramiko.SSHException, EOFError, ValueError):
-                self.finish(False)
-
-
-def _settled(connected: Callable[[], bool], wait_s: float = 1.0) -> bool:
-    """Whether the connection is still up once a close has had time to show: a channel ends
-    a moment before its transport reports the connection gone."""
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        if not connected():
-            return False
-        time.sleep(0.05)
-    return connected()
-
-
 def _settled_connected(fab: FabricConnection) -> bool:
     transport = fab.client.get_transport()
-    return transport is not None and _settled(transport.is_active)
+    return transport is not None and settled(transport.is_active)
 
 
 def _keep_alive(fab: FabricConnection) -> None:
