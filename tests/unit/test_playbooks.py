@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from tests.unit.test_planner import plan_for
+from tests.unit.test_planner import SHIPPED, plan_for
 from toolkit.executor import state
 from toolkit.executor.cluster import Cluster, host_work
 from toolkit.executor.up import UpOptions, load_up_plays
@@ -58,11 +58,13 @@ def test_every_task_file_names_registered_modules(name: str) -> None:
     folder = data_dir("roles") / name / "tasks"
     for path in folder.glob("*.yaml"):
         role = RoleSearch().role(RoleRef(name, path.stem), frozenset(MODULES))
-        assert role.tasks, f"{path} runs no task"
+        assert role.tasks or name == "cpu_env", f"{path} runs no task"
 
 
 @pytest.mark.parametrize("playbook", ["up", "down"])
-@pytest.mark.parametrize(("engine", "platform"), [("sglang", "ascend"), ("vllm", "cuda")])
+@pytest.mark.parametrize(
+    ("engine", "platform"), [("sglang", "ascend"), ("vllm", "cuda"), ("sglang", "cpu")]
+)
 def test_playbooks_resolve_for_every_engine_and_platform(
     playbook: str, engine: str, platform: str
 ) -> None:
@@ -221,3 +223,10 @@ def test_skip_tags_skips_the_tagged_tasks(tmp_path: Path) -> None:
     steps, known = compile_host(plays["prepare"], host, run)
     assert "shell" not in [op.module for s in steps for op in s.ops]
     assert [r.msg for r in known if r.task == "warm page cache"] == ["--skip-tags warm"]
+
+
+@pytest.mark.parametrize("profile", SHIPPED)
+def test_every_shipped_profile_loads_its_up_playbook(profile: str) -> None:
+    """Every engine has its `<engine>_server` role and every platform its `<platform>_env`."""
+    plays = load_up_plays(plan_for(profile), UpOptions())
+    assert [p.id for p, _ in plays] == ["preflight", "prepare", "launch", "router"]

@@ -108,9 +108,11 @@ def _load_role(
     defaults = _mapping(folder / "defaults" / "main.yaml")
     _checked(check_role, tasks_from, "tasks_from", f"role {name}")
     path = folder / "tasks" / f"{tasks_from}.yaml"
-    raw = yamlio.load_yaml(path).data if path.is_file() else None
+    if not path.is_file():
+        raise PlaybookError(f"{path}: role {name} has no such task file")
+    raw = yamlio.load_yaml(path).data
     if raw is None:
-        raise PlaybookError(f"{path}: role {name} has no tasks (a list of `- name: …` items)")
+        raw = []  # an empty file: a role that does nothing here, as Ansible allows
     if not isinstance(raw, list):
         raise PlaybookError(f"{path}: expected a list of tasks, got {type(raw).__name__}")
     tasks = tuple(_task(item, i + 1, folder, path, modules) for i, item in enumerate(raw))
