@@ -10,7 +10,7 @@ the launch scripts, the tuning changed at `up` is what `down` restores.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rich.console import Console
@@ -50,8 +50,6 @@ class RunCtx:
 
     def resolved_nodes(self) -> list[NodePlan]:
         """Nodes with the NIC detected at preflight filled into their NIC variables."""
-        from dataclasses import replace
-
         out = []
         for node in self.plan.nodes:
             nic = self.record.nics.get(node.name)

@@ -11,6 +11,7 @@ from toolkit.executor.cluster import file_op
 from toolkit.host.protocol import Op, Result
 from toolkit.plan import Plan
 from toolkit.playbook.load import Task
+from toolkit.render.run import TaskResult
 from toolkit.render.scripts import process_script
 from toolkit.tasks import report
 from toolkit.tasks.base import ControllerModule, HostCtx, RunCtx, register, require, skipped
@@ -103,8 +104,6 @@ class Smoke(ControllerModule):
         if text:
             run.shared["answer"] = str(text).strip()
         else:
-            from toolkit.render.run import TaskResult
-
             body = smoke.data["body"][:200]
             run.recap.add(TaskResult(host.name, "smoke request", "failed", f"empty answer: {body}"))
 
