@@ -49,8 +49,6 @@ from toolkit.host.probe import PYTHON_MISSING_ENV
 from toolkit.host.protocol import Op, Result
 from toolkit.plan import Connection
 
-AGENT_PAYLOAD = bundle.payload()
-CHECK_PAYLOAD = bundle.payload(check=True)  # with the check's modules (probe, reach)
 KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
 CONNECT_TIMEOUT_S = 10
 KEEPALIVE_S = 3
@@ -220,7 +218,8 @@ class Session:
             process = AgentProcess.local(command)
         else:
             process = AgentProcess.remote(_transport(self.fabric), command)
-        process.unsent = CHECK_PAYLOAD if login else AGENT_PAYLOAD  # with the first request
+        # With the first request; the check's agent also carries its modules (probe, reach).
+        process.unsent = bundle.payload(check=login)
         return process
 
     def close(self) -> None:

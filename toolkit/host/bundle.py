@@ -7,6 +7,7 @@ The control side sends the payload's length on a line, then the payload: a JSON 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -56,8 +57,10 @@ sys.modules['toolkit.host.agent'].serve()
 CHECK_ONLY = ("probe", "reach")
 
 
+@functools.cache
 def payload(check: bool = False) -> bytes:
-    """The bundle; `check`: with `toolkit check`'s modules."""
+    """The bundle; `check`: with `toolkit check`'s modules. Built when an agent first starts
+    (not at import: `toolkit plan` or `profiles` start none), then reused."""
     names = [n for n in ORDER if check or n not in CHECK_ONLY]
     items: list[tuple[str, bool, str]] = [("toolkit", True, ""), ("toolkit.host", True, "")]
     items += [(f"toolkit.host.{name}", False, (HERE / f"{name}.py").read_text()) for name in names]

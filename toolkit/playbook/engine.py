@@ -127,8 +127,8 @@ def run_play(
     finally:
         for module in started:
             verdicts.append(module.after(run, done, bool(failed)))
-    missing = set(hosts) - set(done) | {n for n in hosts if run.cluster.sessions[n].lost}
-    return PlayOutcome(done, bool(failed or missing) or not all(verdicts))
+    lost = [n for n in hosts if run.cluster.sessions[n].lost]
+    return PlayOutcome(done, bool(failed or lost) or not all(verdicts))
 
 
 def _wave(

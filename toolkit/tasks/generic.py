@@ -60,6 +60,20 @@ class Shell(Command):
     name = "shell"
 
 
+def copy_op(task: Task, args: dict[str, Any], data: bytes) -> Op:
+    """The host's `copy` of `data` to the task's `dest` (`copy` and `template` both)."""
+    out = {"dest": str(args["dest"]), "b64": _b64(data), "mode": _mode(task, args, "0644")}
+    for key in ("owner", "group", "makedirs"):
+        if key in args:
+            out[key] = args[key]
+    return Op("copy", out)
+
+
+def _previous_tuning(run: RunCtx, host: HostCtx) -> dict[str, dict[str, str]]:
+    """Where this host's values from before `up` changed them are kept for `down`."""
+    return run.record.tuning.setdefault(host.name, {"governor": {}, "sysctl": {}})
+
+
 @register
 class Copy(ControllerModule):
     name = "copy"
@@ -72,11 +86,7 @@ class Copy(ControllerModule):
             data = _role_file(task, "files", str(args["src"])).read_bytes()
         else:
             data = str(args["content"]).encode()
-        out = {"dest": str(args["dest"]), "b64": _b64(data), "mode": _mode(task, args, "0644")}
-        for key in ("owner", "group", "makedirs"):
-            if key in args:
-                out[key] = args[key]
-        return [Op(self.name, out)]
+        return [copy_op(task, args, data)]
 
 
 @register
@@ -90,15 +100,7 @@ class Template(ControllerModule):
         require(args, task.where, "src", "dest")
         source = _role_file(task, "templates", str(args["src"])).read_text()
         text = render_text(source, host.vars, f"{task.where}: templates/{args['src']}")
-        out = {
-            "dest": str(args["dest"]),
-            "b64": _b64(text.encode()),
-            "mode": _mode(task, args, "0644"),
-        }
-        for key in ("owner", "group", "makedirs"):
-            if key in args:
-                out[key] = args[key]
-        return [Op("copy", out)]
+        return [copy_op(task, args, text.encode())]
 
 
 @register
@@ -151,7 +153,7 @@ class Sysctl(ControllerModule):
         for item in results:
             if item.module == "sysctl" and item.status == "changed" and not run.check:
                 key = item.task.removeprefix("sysctl ")
-                previous = run.record.tuning.setdefault(host.name, {"governor": {}, "sysctl": {}})
+                previous = _previous_tuning(run, host)
                 previous["sysctl"].setdefault(key, item.before)
 
 
@@ -171,7 +173,7 @@ class CpuGovernor(ControllerModule):
         for item in results:
             # A failed write still returns what it changed before failing: restore that too.
             if item.module == self.name and item.data.get("previous") and not run.check:
-                previous = run.record.tuning.setdefault(host.name, {"governor": {}, "sysctl": {}})
+                previous = _previous_tuning(run, host)
                 for path, value in item.data["previous"].items():
                     previous["governor"].setdefault(path, value)
 

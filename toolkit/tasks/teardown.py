@@ -59,7 +59,6 @@ def _run_id(host: HostCtx, run: RunCtx) -> str:
 @register
 class Stop(ControllerModule):
     name = "stop"
-    alone = False
 
     def ops(
         self, task: Task, args: dict[str, Any], host: HostCtx, run: RunCtx
